@@ -1,0 +1,10 @@
+"""diffsim: differentiable simulation for Python.
+
+``import diffsim as ds`` gives the autodiff tensor core (``ds.tensor``, ops, ``ds.autograd``,
+``ds.func``, ``ds.checkpoint``); solvers, renderers and the neural-network toolkit live in
+subpackages.
+"""
+from .autodiff import *  # noqa: F401,F403
+from .autodiff import _ops_all, autograd, bool, cuda, dtypes  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,375 @@
+"""The op registry, the one dispatch point, graph nodes, and custom ``Function``.
+
+How an op is defined (see ``ops/elementwise.py`` for many examples)::
+
+    sin = defop("sin", lambda x: np.sin(x), save=(0,))
+
+    @sin.defvjp
+    def _(ns, node, g, x):          # x: the saved input (array, or Tensor under create_graph)
+        return (g * ns.cos(x),)     # one gradient (or None) per input
+
+* The forward takes arrays (numpy or cupy; Python scalars pass through) and returns an
+  array, or a tuple of arrays when ``n_out > 1``. numpy functions dispatch to cupy through
+  the array protocols; an op that needs its module calls ``get_xp(x)``.
+* ``save`` lists the input positions the backward needs (or is a function
+  ``save(edges, args) -> positions`` when that depends on which inputs need a gradient);
+  ``save_output=True`` also hands it the output(s). Only those are kept alive by the graph.
+* ``view=True`` marks an op whose output shares memory with its first input (reshape,
+  transpose, basic indexing): the two share a version counter, so in-place changes through
+  either are seen by autograd's checks.
+* The backward ``bwd(ns, node, g, *saved)`` gets ``ns``, a namespace of array functions
+  with diffsim names and semantics (``ns.sum(x, dim, keepdim)``, ``ns.sum_to(g, shape)`` ...).
+  In a plain backward ``ns`` works on raw arrays (fast); under ``create_graph=True`` it is
+  the Tensor-op namespace, so the same rule builds a differentiable graph and gradients of
+  gradients come free. ``node.attrs`` holds the op's keyword attributes and
+  ``node.needs_input_grad`` which inputs want a gradient.
+* ``broadcast=True`` makes the engine reduce each input's gradient back to its shape.
+* A GPU kernel can replace the cupy forward of one op: ``op.cuda_fwd = kernel``.
+
+Every differentiable primitive goes through ``apply``, which a tracer can hook
+(``STATE.tracer``).
+"""
+from __future__ import annotations
+
+import traceback
+import weakref
+
+import numpy as np
+
+from . import backend
+from .grad_mode import STATE
+
+REGISTRY: dict[str, "OpDef"] = {}
+_EMPTY = {}
+
+
+class OpDef:
+    """One primitive op: name, forward, backward, and what the backward needs."""
+    __slots__ = ("name", "fwd", "bwd", "save", "save_output", "broadcast", "n_out",
+                 "differentiable", "view", "cuda_fwd", "__weakref__")
+
+    def __init__(self, name, fwd, save=(), save_output=False, broadcast=False, n_out=1,
+                 differentiable=True, view=False):
+        self.name, self.fwd, self.bwd = name, fwd, None
+        self.save = save if callable(save) else tuple(save)
+        self.save_output, self.broadcast, self.view = save_output, broadcast, view
+        self.n_out, self.differentiable, self.cuda_fwd = n_out, differentiable, None
+
+    def defvjp(self, bwd):
+        self.bwd = bwd
+        return bwd
+
+    def __call__(self, *args, **attrs):
+        return apply(self, args, attrs)
+
+    def __repr__(self):
+        return f"<op {self.name}>"
+
+
+def defop(name, fwd, **kw) -> OpDef:
+    """Register a primitive op under ``name`` (see the module docstring)."""
+    if name in REGISTRY:
+        raise ValueError(f"defop: op {name!r} is already registered")
+    op = REGISTRY[name] = OpDef(name, fwd, **kw)
+    return op
+
+
+_FREED = object()
+
+
+class Node:
+    """A recorded op application: a node of the backward graph (``tensor.grad_fn``)."""
+    __slots__ = ("op", "edges", "saved", "versions", "out_data", "attrs", "bshapes",
+                 "out_meta", "hooks", "trace", "__weakref__")
+
+    def __init__(self, op, edges, attrs):
+        self.op, self.edges, self.attrs = op, edges, attrs
+        self.saved = ()
+        self.versions = ()
+        self.out_data = None
+        self.bshapes = None
+        self.out_meta = None
+        self.hooks = None
+        self.trace = None
+
+    def name(self):
+        return self.op.name
+
+    @property
+    def needs_input_grad(self):
+        return tuple(e is not None for e in self.edges)
+
+    @property
+    def next_functions(self):
+        return tuple((e[0], e[1]) if e is not None else (None, 0) for e in self.edges)
+
+    def __repr__(self):
+        return f"<{_backward_name(self.op.name)} object>"
+
+
+def _backward_name(name):
+    return "".join(p.capitalize() for p in name.split("_")) + "Backward"
+
+
+class AccumulateGrad:
+    """The graph node of a leaf that requires grad: adds incoming gradients to ``leaf.grad``."""
+    __slots__ = ("leaf", "hooks", "__weakref__")
+    op = None
+
+    def __init__(self, leaf):
+        self.leaf = weakref.ref(leaf)
+        self.hooks = None
+
+    def name(self):
+        return "AccumulateGrad"
+
+    def __repr__(self):
+        return "<AccumulateGrad object>"
+
+
+def edge_of(t):
+    """The (node, output_nr) edge into which gradients for tensor ``t`` flow, or None."""
+    fn = t.grad_fn
+    if fn is not None:
+        return (fn, t._nr)
+    if t._rg:
+        acc = t._accum
+        if acc is None:
+            acc = t._accum = AccumulateGrad(t)
+        return (acc, 0)
+    return None
+
+
+def _device_error(op, args):
+    devs = [str(a.device) for a in args if isinstance(a, Tensor)]
+    return RuntimeError(f"{op.name}: expected all tensors on the same device, got devices {devs}; "
+                        "move them with .to(device) first")
+
+
+def apply(op, args, attrs=_EMPTY):
+    """Run ``op`` on ``args`` (Tensors or Python scalars) and record it in the graph."""
+    if STATE.tracer is not None:
+        return STATE.tracer(op, args, attrs)
+    arrays = []
+    requires = False
+    atype = None
+    for a in args:
+        if isinstance(a, Tensor):
+            d = a._data
+            t = type(d)
+            if atype is None:
+                atype = t
+            elif t is not atype:
+                raise _device_error(op, args)
+            requires = requires or a._rg
+            arrays.append(d)
+        else:
+            arrays.append(a)
+    if atype is np.ndarray or atype is None:
+        out = op.fwd(*arrays, **attrs)
+        if type(out) is not np.ndarray:       # numpy returns scalars for 0-d results
+            out = np.asarray(out) if op.n_out == 1 else tuple(np.asarray(o) for o in out)
+    else:
+        _check_same_gpu(op, args)
+        out = (op.cuda_fwd or op.fwd)(*arrays, **attrs)
+    if not (requires and STATE.grad_enabled and op.differentiable):
+        if op.n_out == 1:
+            res = Tensor._make(out, False, None, 0)
+            if op.view:
+                _share_base(res, args[0])
+            return res
+        return tuple(Tensor._make(o, False, None, 0) for o in out)
+    node = Node(op, tuple(edge_of(a) if isinstance(a, Tensor) else None for a in args), attrs)
+    save = op.save
+    if save:
+        if not isinstance(save, tuple):
+            save = save(node.edges, args)
+        saved = node.saved = tuple(args[i] if i >= 0 else None for i in save)
+        node.versions = tuple(s._version[0] if isinstance(s, Tensor) else 0 for s in saved)
+    if op.broadcast:
+        oshape = out.shape
+        shp = tuple(a.shape if isinstance(a, Tensor) else None for a in args)
+        for s in shp:
+            if s is not None and s != oshape:
+                node.bshapes = shp
+                break
+    if STATE.anomaly:
+        node.trace = "".join(traceback.format_stack()[:-2])
+    if op.n_out == 1:
+        res = Tensor._make(out, out.dtype.kind == "f", node, 0)
+        if res._rg is False:
+            res.grad_fn = None
+        elif op.save_output:
+            node.out_data = (out, res._version, 0)
+        if op.view:
+            _share_base(res, args[0])
+        return res
+    outs = tuple(Tensor._make(o, True, node, i) if o.dtype.kind == "f" else
+                 Tensor._make(o, False, None, 0) for i, o in enumerate(out))
+    node.out_meta = tuple((o.shape, o.dtype) for o in out)
+    if op.save_output:
+        node.out_data = tuple((o, t._version, 0) for o, t in zip(out, outs))
+    if op.view:
+        for t in outs:
+            _share_base(t, args[0])
+    return outs
+
+
+def _share_base(view, base):
+    view._version = base._version
+    view._base = base._base if base._base is not None else base
+
+
+def _check_same_gpu(op, args):
+    ids = {a._data.device.id for a in args if isinstance(a, Tensor)}
+    if len(ids) > 1:
+        raise _device_error(op, args)
+
+
+# ---------------------------------------------------------------- custom Functions
+
+class FunctionCtx:
+    """The ``ctx`` of a custom ``Function``: saves tensors and flags for its backward."""
+
+    def __init__(self):
+        self.to_save = ()
+        self.non_differentiable = ()
+        self.needs_input_grad = ()
+        self.materialize_grads = True
+
+    def save_for_backward(self, *tensors):
+        self.to_save = tensors
+
+    def mark_non_differentiable(self, *tensors):
+        self.non_differentiable = tensors
+
+    def set_materialize_grads(self, value: bool):
+        self.materialize_grads = value
+
+    @property
+    def saved_tensors(self):
+        node = self._node
+        if node.saved is _FREED:
+            raise RuntimeError(_freed_message(node))
+        check_versions(node)
+        return node.saved_now
+
+
+def once_differentiable(backward):
+    """Mark a custom ``backward`` as not differentiable itself: under ``create_graph`` it runs
+    without recording a graph, on detached gradients."""
+    import functools
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        from .grad_mode import no_grad
+        with no_grad():
+            return backward(ctx, *[g.detach() if isinstance(g, Tensor) else g for g in grads])
+    return wrapper
+
+
+class CustomNode(Node):
+    """Graph node of a custom ``Function`` application."""
+    __slots__ = ("fn_cls", "ctx", "saved_now")
+
+
+class Function:
+    """Custom differentiable op, as ``torch.autograd.Function``::
+
+        class Cube(Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x ** 3
+            @staticmethod
+            def backward(ctx, g):
+                x, = ctx.saved_tensors
+                return 3 * x ** 2 * g
+        y = Cube.apply(x)
+
+    ``forward`` runs without recording a graph; ``backward`` gets and returns Tensors (one
+    gradient or None per forward input), and is itself differentiable under
+    ``create_graph=True`` unless wrapped in ``once_differentiable``.
+    """
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls._op = OpDef(cls.__name__, None)
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("Function subclasses must define forward(ctx, ...)")
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError("Function subclasses must define backward(ctx, *grads)")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from .grad_mode import no_grad
+        ctx = FunctionCtx()
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._rg for a in args)
+        with no_grad():
+            out = cls.forward(ctx, *args, **kwargs)
+        single = not isinstance(out, tuple)
+        outs = (out,) if single else out
+        for o in outs:
+            if not isinstance(o, Tensor):
+                raise TypeError(f"{cls.__name__}.forward must return Tensors, got {type(o).__name__}")
+        if not (STATE.grad_enabled and any(ctx.needs_input_grad)):
+            return out
+        node = CustomNode(cls._op, tuple(edge_of(a) if isinstance(a, Tensor) else None for a in args),
+                          _EMPTY)
+        node.fn_cls, node.ctx, node.saved_now = cls, ctx, None
+        node.saved = tuple(ctx.to_save)
+        node.versions = tuple(t._version[0] if isinstance(t, Tensor) else 0 for t in ctx.to_save)
+        node.out_meta = tuple((o.shape, o.dtype) for o in outs)
+        ctx._node = node
+        if STATE.anomaly:
+            node.trace = "".join(traceback.format_stack()[:-1])
+        nondiff = {id(t) for t in ctx.non_differentiable}
+        res = []
+        for i, o in enumerate(outs):
+            if id(o) in nondiff or o.dtype.kind != "f":
+                res.append(Tensor._make(o._data, False, None, 0))
+            else:
+                res.append(Tensor._make(o._data, True, node, i))
+        return res[0] if single else tuple(res)
+
+
+def run_custom_backward(node, grads, graph_mode):
+    """Run a custom Function's backward on Tensors (engine helper); returns a tuple."""
+    node.saved_now = node.saved if graph_mode else tuple(
+        t.detach() if isinstance(t, Tensor) else t for t in node.saved)
+    out = node.fn_cls.backward(node.ctx, *grads)
+    node.saved_now = None
+    return out if isinstance(out, tuple) else (out,)
+
+
+def check_versions(node):
+    """Raise if a tensor saved by ``node`` was changed in place after it was saved."""
+    for s, v in zip(node.saved, node.versions):
+        if isinstance(s, Tensor) and s._version[0] != v:
+            raise RuntimeError(
+                f"{node.op.name} backward: a tensor it saved (shape {list(s.shape)}, dtype {s.dtype}) "
+                f"was modified by an in-place operation: it is at version {s._version[0]}, expected "
+                f"version {v}. Use an out-of-place op (e.g. x = x + 1 instead of x += 1) or .clone() "
+                "it before the in-place change.")
+    out = node.out_data
+    if out is not None:
+        for data, counter, expected in ((out,) if node.op.n_out == 1 else out):
+            if counter[0] != expected:
+                raise RuntimeError(
+                    f"{node.op.name} backward: its output (shape {list(data.shape)}) was modified by "
+                    f"an in-place operation (version {counter[0]}, expected {expected}); clone() it "
+                    "before modifying it.")
+
+
+def _freed_message(node):
+    return (f"{node.op.name if node.op else 'node'} backward: trying to backward through the graph a "
+            "second time (or to access saved tensors after they were freed). Saved intermediate "
+            "values are freed after .backward() or autograd.grad(); pass retain_graph=True the "
+            "first time if you need to backward through the graph again.")
+
+
+from .tensor import Tensor  # noqa: E402  (cycle: Tensor methods call apply)
