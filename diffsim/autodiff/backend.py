@@ -87,7 +87,7 @@ _cuda_devices = {}
 
 def device_of(array) -> Device:
     """The Device that holds ``array`` (numpy -> cpu, cupy -> cuda:N)."""
-    if type(array) is np.ndarray or np.isscalar(array):
+    if isinstance(array, (np.ndarray, np.generic)):
         return CPU
     idx = array.device.id
     d = _cuda_devices.get(idx)

@@ -93,6 +93,15 @@ def _scalar_dtype(cat):
     return (bool_, int64, _default_float)[cat]
 
 
+def promote_types(a, b):
+    """PyTorch's promotion of two tensor dtypes: a higher category wins outright
+    (float16 + int64 -> float16); within a category, the wider type."""
+    ca, cb = category(a), category(b)
+    if ca != cb:
+        return a if ca > cb else b
+    return np.promote_types(a, b)
+
+
 def result_type(*operands):
     """PyTorch's result dtype for operands that are Tensors/arrays or Python scalars."""
     dims, zeros, scalars = [], [], []
@@ -110,7 +119,7 @@ def result_type(*operands):
             continue
         d = group[0]
         for other in group[1:]:
-            d = np.promote_types(d, other)
+            d = promote_types(d, other)
         if result is None or category(d) > category(result):
             result = d
     if scalars:

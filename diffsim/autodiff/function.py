@@ -165,13 +165,16 @@ def apply(op, args, attrs=_EMPTY):
             arrays.append(d)
         else:
             arrays.append(a)
-    if atype is np.ndarray or atype is None:
-        out = op.fwd(*arrays, **attrs)
-        if type(out) is not np.ndarray:       # numpy returns scalars for 0-d results
-            out = np.asarray(out) if op.n_out == 1 else tuple(np.asarray(o) for o in out)
-    else:
-        _check_same_gpu(op, args)
-        out = (op.cuda_fwd or op.fwd)(*arrays, **attrs)
+    try:
+        if atype is np.ndarray or atype is None:
+            out = op.fwd(*arrays, **attrs)
+            if type(out) is not np.ndarray:       # numpy returns scalars for 0-d results
+                out = np.asarray(out) if op.n_out == 1 else tuple(np.asarray(o) for o in out)
+        else:
+            _check_same_gpu(op, args)
+            out = (op.cuda_fwd or op.fwd)(*arrays, **attrs)
+    except (ValueError, TypeError) as e:
+        raise _input_error(op, args, e) from e
     if not (requires and STATE.grad_enabled and op.differentiable):
         if op.n_out == 1:
             res = Tensor._make(out, False, None, 0)
@@ -218,6 +221,28 @@ def apply(op, args, attrs=_EMPTY):
 def _share_base(view, base):
     view._version = base._version
     view._base = base._base if base._base is not None else base
+
+
+def _describe(args):
+    parts = []
+    for a in args:
+        if isinstance(a, Tensor):
+            parts.append(f"Tensor(shape={list(a.shape)}, dtype={a.dtype}, device={a.device})")
+        else:
+            parts.append(repr(a) if not hasattr(a, "shape") else f"array(shape={list(a.shape)})")
+    return ", ".join(parts)
+
+
+def _input_error(op, args, e):
+    """An error naming the op and its operands' shapes/dtypes/devices."""
+    msg = str(e)
+    if "broadcast" in msg:
+        shapes = " and ".join(str(list(a.shape)) for a in args if isinstance(a, Tensor))
+        text = f"{op.name}: shapes {shapes} cannot be broadcast together"
+    else:
+        text = f"{op.name}: {msg}"
+    cls = RuntimeError if isinstance(e, ValueError) else TypeError
+    return cls(f"{text} (inputs: {_describe(args)})")
 
 
 def _check_same_gpu(op, args):
