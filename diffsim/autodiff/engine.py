@@ -66,10 +66,7 @@ def _collect(root_nodes):
         seen.add(n)
     while stack:
         node = stack.pop()
-        edges = getattr(node, "edges", None)
-        if not edges:
-            continue
-        for e in edges:
+        for e in node.edges:
             if e is None:
                 continue
             nxt = e[0]
@@ -84,7 +81,7 @@ def _needed(seen, targets):
     """Nodes from which some target node can be reached (only those must run)."""
     parents = {}
     for node in seen:
-        for e in getattr(node, "edges", ()) or ():
+        for e in node.edges:
             if e is not None:
                 parents.setdefault(e[0], []).append(node)
     need = set()
@@ -124,17 +121,18 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
 
     prev = STATE.grad_enabled
     STATE.grad_enabled = graph_mode
+    anomaly = STATE.anomaly
     try:
         ready = [n for n in roots if deps.get(n, 0) == 0]
+        pop, push = ready.pop, ready.append
         while ready:
-            node = ready.pop()
+            node = pop()
             grads = buffers.pop(node, None)
             if need is not None and node not in need:
                 _release(node, deps, ready)
                 continue
-            hooks = node.hooks
-            if hooks:
-                grads = _run_hooks(node, hooks, grads, graph_mode)
+            if node.hooks:
+                grads = _run_hooks(node, node.hooks, grads, graph_mode)
             if capture is not None:
                 for nr, g in _items(grads):
                     slot = capture.get((node, nr))
@@ -142,28 +140,56 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
                         captured[slot] = g if captured[slot] is None else captured[slot] + g
             if type(node) is AccumulateGrad:
                 if accumulate and grads is not None:
-                    _accumulate(node, grads[0] if type(grads) is list else grads, graph_mode)
+                    _accumulate(node, grads, graph_mode)
                 continue
             if grads is None:
                 _release(node, deps, ready)
                 continue
-            in_grads = _call_backward(node, grads, ns, graph_mode)
-            if STATE.anomaly:
+            # ---- run the node's backward rule
+            saved = node.saved
+            if saved is _FREED:
+                raise RuntimeError(_freed_message(node))
+            op = node.op
+            if type(node) is CustomNode:
+                in_grads = _call_custom(node, grads, graph_mode)
+            else:
+                if node.versions or node.out_data is not None:
+                    check_versions(node)
+                if type(grads) is list:
+                    grads = _fill_missing(node, grads, ns)
+                if graph_mode:
+                    args = tuple(saved)
+                    if op.save_output:
+                        args += (_output_tensors(node),)
+                else:
+                    args = [s._data if isinstance(s, Tensor) else s for s in saved] if saved else []
+                    if op.save_output:
+                        od = node.out_data
+                        args.append(od[0] if op.n_out == 1 else tuple(o[0] for o in od))
+                in_grads = op.bwd(ns, node, grads, *args)
+            if anomaly:
                 _check_anomaly(node, in_grads)
+            # ---- send gradients along the edges
             bshapes = node.bshapes
-            for i, (e, g) in enumerate(zip(node.edges, in_grads)):
-                if e is None:
-                    continue
-                nxt = e[0]
-                if g is not None:
-                    if bshapes is not None and bshapes[i] is not None and g.shape != bshapes[i]:
-                        g = ns.sum_to(g, bshapes[i])
-                    _add(buffers, nxt, e[1], g)
-                d = deps[nxt] - 1
-                deps[nxt] = d
-                if d == 0:
-                    ready.append(nxt)
-            if not retain_graph and (node.saved or node.out_data is not None):
+            i = 0
+            for e in node.edges:
+                if e is not None:
+                    nxt = e[0]
+                    g = in_grads[i]
+                    if g is not None:
+                        if bshapes is not None and bshapes[i] is not None and g.shape != bshapes[i]:
+                            g = ns.sum_to(g, bshapes[i])
+                        if nxt.out_meta is None:
+                            old = buffers.get(nxt)
+                            buffers[nxt] = g if old is None else old + g
+                        else:
+                            _add(buffers, nxt, e[1], g)
+                    d = deps[nxt] - 1
+                    deps[nxt] = d
+                    if d == 0:
+                        push(nxt)
+                i += 1
+            if not retain_graph and (saved or node.out_data is not None):
                 node.saved = _FREED
                 node.out_data = None
     finally:
@@ -172,7 +198,7 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
 
 
 def _release(node, deps, ready):
-    for e in getattr(node, "edges", ()) or ():
+    for e in node.edges:
         if e is not None:
             nxt = e[0]
             d = deps[nxt] - 1
@@ -183,19 +209,14 @@ def _release(node, deps, ready):
 
 def _add(buffers, node, nr, g):
     """Add gradient ``g`` for output ``nr`` of ``node`` into the buffers."""
-    n_out = 1 if type(node) is AccumulateGrad else _n_out(node)
-    if n_out == 1:
+    if node.out_meta is None:
         old = buffers.get(node)
         buffers[node] = g if old is None else old + g
     else:
         lst = buffers.get(node)
         if lst is None:
-            lst = buffers[node] = [None] * n_out
+            lst = buffers[node] = [None] * len(node.out_meta)
         lst[nr] = g if lst[nr] is None else lst[nr] + g
-
-
-def _n_out(node):
-    return len(node.out_meta) if node.out_meta is not None else 1
 
 
 def _items(grads):
@@ -205,10 +226,10 @@ def _items(grads):
 
 
 def _wrap(g):
+    """A raw gradient as a Tensor (numpy scalars become 0-d arrays)."""
     if isinstance(g, Tensor):
         return g
-    return Tensor._make(g if type(g) is not np.generic and hasattr(g, "ndim") and not
-                        isinstance(g, np.generic) else np.asarray(g), False, None, 0)
+    return Tensor._make(np.asarray(g) if isinstance(g, np.generic) else g, False, None, 0)
 
 
 def _run_hooks(node, hooks, grads, graph_mode):
@@ -225,6 +246,8 @@ def _run_hooks(node, hooks, grads, graph_mode):
 
 
 def _accumulate(acc, g, graph_mode):
+    if type(g) is list:
+        g = g[0]
     leaf = acc.leaf()
     if leaf is None:
         return
@@ -244,32 +267,6 @@ def _accumulate(acc, g, graph_mode):
         leaf.grad = Tensor._make(g.copy(), False, None, 0)
     else:
         leaf.grad = Tensor._make(leaf.grad._data + g, False, None, 0)
-
-
-def _call_backward(node, grads, ns, graph_mode):
-    saved = node.saved
-    if saved is _FREED:
-        raise RuntimeError(_freed_message(node))
-    op = node.op
-    if type(node) is CustomNode:
-        return _call_custom(node, grads, graph_mode)
-    if node.versions or node.out_data is not None:
-        check_versions(node)
-    if type(grads) is list:
-        grads = _fill_missing(node, grads, ns)
-    if graph_mode:
-        args = saved
-        if op.save_output:
-            args = args + (_output_tensors(node),)
-    else:
-        args = tuple(s._data if isinstance(s, Tensor) else s for s in saved)
-        if op.save_output:
-            od = node.out_data
-            args = args + ((od[0] if op.n_out == 1 else tuple(o[0] for o in od)),)
-    res = op.bwd(ns, node, grads, *args)
-    if type(res) is not tuple:
-        raise TypeError(f"{op.name} backward must return a tuple of gradients, got {type(res).__name__}")
-    return res
 
 
 def _output_tensors(node):

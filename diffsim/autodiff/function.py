@@ -115,6 +115,8 @@ class AccumulateGrad:
     """The graph node of a leaf that requires grad: adds incoming gradients to ``leaf.grad``."""
     __slots__ = ("leaf", "hooks", "__weakref__")
     op = None
+    edges = ()
+    out_meta = None
 
     def __init__(self, leaf):
         self.leaf = weakref.ref(leaf)
@@ -182,19 +184,39 @@ def apply(op, args, attrs=_EMPTY):
                 _share_base(res, args[0])
             return res
         return tuple(Tensor._make(o, False, None, 0) for o in out)
-    node = Node(op, tuple(edge_of(a) if isinstance(a, Tensor) else None for a in args), attrs)
+    edges = []
+    for a in args:
+        if isinstance(a, Tensor):
+            fn = a.grad_fn
+            if fn is not None:
+                edges.append((fn, a._nr))
+            elif a._rg:
+                acc = a._accum
+                if acc is None:
+                    acc = a._accum = AccumulateGrad(a)
+                edges.append((acc, 0))
+            else:
+                edges.append(None)
+        else:
+            edges.append(None)
+    node = Node(op, edges, attrs)
     save = op.save
     if save:
-        if not isinstance(save, tuple):
-            save = save(node.edges, args)
-        saved = node.saved = tuple(args[i] if i >= 0 else None for i in save)
-        node.versions = tuple(s._version[0] if isinstance(s, Tensor) else 0 for s in saved)
+        if type(save) is not tuple:
+            save = save(edges, args)
+        saved = []
+        versions = []
+        for i in save:
+            s_ = args[i] if i >= 0 else None
+            saved.append(s_)
+            versions.append(s_._version[0] if isinstance(s_, Tensor) else 0)
+        node.saved = saved
+        node.versions = versions
     if op.broadcast:
         oshape = out.shape
-        shp = tuple(a.shape if isinstance(a, Tensor) else None for a in args)
-        for s in shp:
-            if s is not None and s != oshape:
-                node.bshapes = shp
+        for a in args:
+            if isinstance(a, Tensor) and a._data.shape != oshape:
+                node.bshapes = tuple(a.shape if isinstance(a, Tensor) else None for a in args)
                 break
     if STATE.anomaly:
         node.trace = "".join(traceback.format_stack()[:-2])
