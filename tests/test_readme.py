@@ -1,0 +1,34 @@
+"""The README's code blocks run as written."""
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_has_quickstart():
+    assert BLOCKS and "backward()" in BLOCKS[0]
+
+
+def test_quickstart_runs(capsys):
+    exec(compile(BLOCKS[0], "README-quickstart", "exec"), {})
+    out = capsys.readouterr().out
+    assert "tensor(" in out
+
+
+def test_adding_an_op_example_runs():
+    import diffsim as ds
+    from diffsim.testing import gradcheck
+    ns = {"x": ds.tensor([0.5, -1.0], dtype=ds.float64, requires_grad=True)}
+    code = BLOCKS[1].replace('defop("softplus"', 'defop("softplus_readme_example"')
+    exec(compile(code, "README-op", "exec"), ns)
+    assert gradcheck(lambda t: ns["apply"](ns["softplus"], (t,)), (ns["x"],))
+
+
+def test_property_test_example_runs():
+    pytest.importorskip("hypothesis")
+    ns = {}
+    exec(compile(BLOCKS[2], "README-hypothesis", "exec"), ns)
+    ns["test_energy_gradient"]()
