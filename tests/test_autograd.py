@@ -346,3 +346,20 @@ def test_next_functions_and_grad_fn_names():
     assert "SinBackward" in repr(y.grad_fn)
     (prev, nr), = y.grad_fn.next_functions
     assert "MulBackward" in repr(prev) and nr == 0
+
+
+def test_inplace_on_view_with_grad_requiring_value_raises():
+    buf = ds.zeros(4, dtype=ds.float64)
+    y = leaf([1.0, 2.0])
+    with pytest.raises(RuntimeError, match="view"):
+        buf[1:3].add_(y)
+    buf[1:3] = y          # through the base: supported and differentiable
+    buf.sum().backward()
+    np.testing.assert_allclose(y.grad.numpy(), [1.0, 1.0])
+
+
+def test_no_grad_as_bare_decorator():
+    @ds.no_grad
+    def f(t):
+        return t * 2
+    assert not f(leaf([1.0])).requires_grad

@@ -28,6 +28,12 @@ class _GradSwitch:
     """Base: sets grad mode to ``self.mode`` inside ``with`` or a decorated function."""
     mode = True
 
+    def __new__(cls, *args, **kwargs):
+        # ``@no_grad`` without parentheses decorates directly, as in PyTorch
+        if cls in (no_grad, enable_grad) and len(args) == 1 and callable(args[0]) and not kwargs:
+            return super().__new__(cls)(args[0])
+        return super().__new__(cls)
+
     def __enter__(self):
         self._prev = STATE.grad_enabled
         STATE.grad_enabled = self.mode

@@ -324,6 +324,11 @@ class Tensor:
         if data.shape != self._data.shape:
             raise RuntimeError(f"{opname}: output with shape {list(self.shape)} doesn't match the "
                                f"broadcast shape {list(data.shape)}")
+        if result.grad_fn is not None and self._base is not None:
+            raise RuntimeError(
+                f"{opname}: in-place operation on a view (shape {list(self.shape)}) with a value that "
+                "requires grad is not supported, because the base tensor would not see the gradient; "
+                "assign through the base (base[idx] = value) or work on a clone()")
         self._data[...] = data
         self._version[0] += 1
         if result.grad_fn is not None:
@@ -336,7 +341,7 @@ class Tensor:
     # ------------------------------------------------------------ repr
     def __repr__(self):
         a = backend.to_numpy(self._data)
-        body = np.array2string(a, separator=", ", prefix="tensor(",
+        body = np.array2string(a, separator=", ", prefix="tensor(", precision=4,
                                threshold=1000, edgeitems=3, max_line_width=88)
         extra = [f"dtype={self.dtype.name}", f"device='{self.device}'"]
         if self.grad_fn is not None:
