@@ -180,23 +180,32 @@ def einsum(eq, *operands):
 
 
 def gather(x, dim, index):
-    return np.take_along_axis(x, index, axis=dim)
+    """PyTorch's gather (``index`` may be smaller than ``x`` outside ``dim``)."""
+    from .ops.indexing import _gather_array
+    return _gather_array(x, dim, index)
 
 
 def scatter_add_into(shape, dim, index, src):
     """Zeros of ``shape`` with ``src`` added at ``index`` along ``dim`` (adjoint of gather)."""
-    xp = get_xp(src)
-    out = xp.zeros(shape, src.dtype)
-    idx = list(np.indices(index.shape, sparse=True)) if xp is np else list(
-        xp.indices(index.shape, sparse=True))
-    idx[dim] = index
-    xp.add.at(out, tuple(idx), src)
-    return out
+    from .ops.indexing import _scatter_add_array
+    return _scatter_add_array(shape, dim, index, src)
+
+
+def scatter(x, dim, index, src):
+    """PyTorch's scatter: a copy of ``x`` with ``src`` (array or scalar) written at ``index``."""
+    from .ops.indexing import _scatter_array
+    return _scatter_array(x, dim, index, src)
+
+
+def index_select(x, dim, index):
+    return np.take(x, index, axis=dim)
 
 
 def segment_sum(data, segment_ids, num_segments):
-    from .ops.indexing import segment_sum_array
-    return segment_sum_array(data, segment_ids, num_segments)
+    """Rows of ``data`` summed into ``num_segments`` bins by ``segment_ids`` (the adjoint of
+    ``index_select(., 0, segment_ids)``)."""
+    from .ops.indexing import _segment_sum_array
+    return _segment_sum_array(data, segment_ids, num_segments)
 
 
 def solve(a, b):

@@ -57,9 +57,18 @@ def _build():
     def to_device(x, device):
         return ew.to_device(x, device)
 
+    def solve(a, b):
+        from ..linalg import _ns_solve
+        return _ns_solve(a, b)
+
+    def cholesky_solve(b, L):
+        from ..linalg import _ns_cholesky_solve
+        return _ns_cholesky_solve(b, L)
+
     table = dict(
         sum_to=sum_to, zeros_meta=zeros_meta, index_put_into=index_put_into, getitem=getitem,
         pad_dim=pad_dim, flip=flip, mask_fill=mask_fill, to_device=to_device,
+        solve=solve, cholesky_solve=cholesky_solve,
         sum=red.sum, reshape=sh.reshape, broadcast_to=sh.broadcast_to, unsqueeze=sh.unsqueeze,
         permute=lambda x, dims: sh.permute(x, tuple(dims)), transpose=sh.transpose,
         mT=lambda x: sh.transpose(x, -2, -1), matmul=ops.linalg.matmul,
@@ -67,6 +76,7 @@ def _build():
         where=ew.where, cat=sh.cat, stack=sh.stack, roll=sh.roll, cumsum=red.cumsum,
         cumprod=red.cumprod, tril=sh.tril, triu=sh.triu, diagonal=sh.diagonal,
         diag_embed=sh.diag_embed, arctan2=ew.atan2, reciprocal=ew.reciprocal,
+        scatter_add_into=ix._scatter_add_into,
     )
     for name in rawops.NAMES:
         if name not in table:
