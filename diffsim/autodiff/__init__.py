@@ -18,5 +18,9 @@ from .random import (Generator, bernoulli, default_generator, initial_seed, manu
                      normal, rand, rand_like, randint, randint_like, randn, randn_like, randperm, seed)
 from .tensor import Tensor
 from . import autograd  # noqa: E402
+from . import linalg  # noqa: E402  (ds.linalg)
 
 bool = bool_  # noqa: A001  (ds.bool, as torch.bool)
+from . import func  # noqa: E402
+from . import checkpoint  # noqa: E402  (a callable module: ds.checkpoint(fn, *args))
+from .checkpoint import checkpoint_sequential  # noqa: E402

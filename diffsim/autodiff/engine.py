@@ -78,7 +78,9 @@ def _collect(root_nodes):
 
 
 def _needed(seen, targets):
-    """Nodes from which some target node can be reached (only those must run)."""
+    """Nodes from which some target node can be reached along at least one edge (only those
+    must run their backward; a target that is not such a node is only captured, so that
+    ``autograd.grad`` w.r.t. a non-leaf neither runs nor frees that tensor's ``grad_fn``)."""
     parents = {}
     for node in seen:
         for e in node.edges:
@@ -86,7 +88,6 @@ def _needed(seen, targets):
                 parents.setdefault(e[0], []).append(node)
     need = set()
     stack = [t for t in targets if t in seen]
-    need.update(stack)
     while stack:
         n = stack.pop()
         for p in parents.get(n, ()):
@@ -115,9 +116,11 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
     deps, seen = _collect(roots)
     need = None
     captured = None
+    targets = ()
     if capture is not None:
         captured = [None] * len(set(capture.values()))
-        need = _needed(seen, {k[0] for k in capture})
+        targets = {k[0] for k in capture}
+        need = _needed(seen, targets)
 
     prev = STATE.grad_enabled
     STATE.grad_enabled = graph_mode
@@ -128,7 +131,7 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
         while ready:
             node = pop()
             grads = buffers.pop(node, None)
-            if need is not None and node not in need:
+            if need is not None and node not in need and node not in targets:
                 _release(node, deps, ready)
                 continue
             if node.hooks:
@@ -142,7 +145,7 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
                 if accumulate and grads is not None:
                     _accumulate(node, grads, graph_mode)
                 continue
-            if grads is None:
+            if grads is None or (need is not None and node not in need):
                 _release(node, deps, ready)
                 continue
             # ---- run the node's backward rule

@@ -1,6 +1,8 @@
 """Reductions (``dim`` int or tuple, ``keepdim``), scans, and softmax-family ops."""
 from __future__ import annotations
 
+import builtins as _builtins
+
 import numpy as np
 
 from .. import dtypes
@@ -26,6 +28,14 @@ def _reduce_attrs(x, dims, keepdim, **extra):
     return dict(dim=dims, keepdim=keepdim, kshape=_kshape(x.shape, dims), in_shape=x.shape, **extra)
 
 
+def _all_dims(dim, ndim, opname):
+    """``norm_dims``, except that an empty tuple means all dims (PyTorch's sum, mean, amax, var,
+    norm ...; ``all``/``any`` keep numpy's "no dims")."""
+    if isinstance(dim, (tuple, list)) and len(dim) == 0:
+        return None
+    return norm_dims(dim, ndim, opname)
+
+
 def _count(shape, dims):
     n = 1
     for i, s in enumerate(shape):
@@ -43,8 +53,8 @@ _sum.defvjp(lambda ns, n, g: (_expand_back(ns, g, n),))
 def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001,A002
     """Sum over ``dim`` (int, tuple, or None for all). Bool/int inputs sum to int64."""
     x = check_tensor(input, "sum")
-    dims = norm_dims(dim, x.ndim, "sum")
-    if dtype is None and x._data.dtype.kind in "bi" and x._data.dtype != dtypes.int64:
+    dims = _all_dims(dim, x.ndim, "sum")
+    if dtype is None and x._data.dtype.kind in "biu" and x._data.dtype != dtypes.int64:
         dtype = dtypes.int64
     if x.ndim == 0:
         dims = None
@@ -67,7 +77,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
     if x._data.dtype.kind != "f":
         raise RuntimeError(f"mean: could not infer output dtype; input dtype must be floating point, "
                            f"got {x.dtype}; pass dtype= or convert with .float()")
-    dims = norm_dims(dim, x.ndim, "mean") if x.ndim else None
+    dims = _all_dims(dim, x.ndim, "mean") if x.ndim else None
     return apply(_mean, (x,), _reduce_attrs(x, dims, keepdim, count=_count(x.shape, dims)))
 
 
@@ -113,6 +123,8 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A002
     x = check_tensor(input, "prod")
     if dtype is not None:
         x = x.to(dtype)
+    elif x._data.dtype.kind in "biu" and x._data.dtype != dtypes.int64:
+        x = x.to(dtypes.int64)                   # as PyTorch: integer products are int64
     dims = norm_dims(dim, x.ndim, "prod") if x.ndim else None
     return apply(_prod, (x,), _reduce_attrs(x, dims, keepdim))
 
@@ -143,15 +155,19 @@ _amin = _def_extreme("amin", lambda x, axis, keepdims: x.min(axis=axis, keepdims
 
 
 def _check_nonempty(x, dims, opname):
+    """Reducing over a size-0 dim has no identity; other dims may be empty (as in PyTorch)."""
     if x._data.size == 0:
-        raise IndexError(f"{opname}: expected a non-empty tensor to reduce, got shape {list(x.shape)}")
+        red = range(x.ndim) if dims is None else ((dims,) if isinstance(dims, int) else dims)
+        if dims is None or _builtins.any(x.shape[d] == 0 for d in red):
+            raise IndexError(f"{opname}: expected a non-empty tensor to reduce (dim={dims}), got "
+                             f"shape {list(x.shape)}")
 
 
 @method()
 def amax(input, dim=None, keepdim=False):  # noqa: A002
     """Maximum over ``dim``; the gradient is shared evenly between tied maxima."""
     x = check_tensor(input, "amax")
-    dims = norm_dims(dim, x.ndim, "amax") if x.ndim else None
+    dims = _all_dims(dim, x.ndim, "amax") if x.ndim else None
     _check_nonempty(x, dims, "amax")
     return apply(_amax, (x,), _reduce_attrs(x, dims, keepdim))
 
@@ -160,7 +176,7 @@ def amax(input, dim=None, keepdim=False):  # noqa: A002
 def amin(input, dim=None, keepdim=False):  # noqa: A002
     """Minimum over ``dim``; the gradient is shared evenly between tied minima."""
     x = check_tensor(input, "amin")
-    dims = norm_dims(dim, x.ndim, "amin") if x.ndim else None
+    dims = _all_dims(dim, x.ndim, "amin") if x.ndim else None
     _check_nonempty(x, dims, "amin")
     return apply(_amin, (x,), _reduce_attrs(x, dims, keepdim))
 
@@ -219,6 +235,10 @@ def _max_min(name, full, argf):
             return full(x)
         d = norm_dim(dim, x.ndim, name)
         _check_nonempty(x, d, name)
+        if x.ndim == 0:       # a 0-d tensor is its own max along dim 0, at index 0
+            from .elementwise import clone
+            idx = Tensor._make(get_xp(x._data).zeros((), np.int64), False, None, 0)
+            return _MinMaxResult(clone(x), idx)
         idx = argf(x, d, True)
         values = apply(_select_at, (x, idx), {"dim": d, "keepdim": keepdim, "in_shape": x.shape})
         if not keepdim:
@@ -272,7 +292,8 @@ def _(ns, n, g, x, out):
     cnt = _count(a["in_shape"], a["dim"])
     m = ns.sum(x, a["dim"], True) / cnt
     o = ns.reshape(out, a["kshape"])
-    return (_expand_back(ns, g, n) * (x - m) / ((cnt - a["correction"]) * o),)
+    safe = ns.where(o == 0, 1 + 0 * o, o)     # std == 0: x == m, so the gradient is 0 (PyTorch)
+    return (_expand_back(ns, g, n) * (x - m) / ((cnt - a["correction"]) * safe),)
 
 
 def _var_args(name, input, dim, unbiased, keepdim, correction):  # noqa: A002
@@ -281,7 +302,7 @@ def _var_args(name, input, dim, unbiased, keepdim, correction):  # noqa: A002
         unbiased, dim = dim, None
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    dims = norm_dims(dim, x.ndim, name) if x.ndim else None
+    dims = _all_dims(dim, x.ndim, name) if x.ndim else None
     return x, _reduce_attrs(x, dims, keepdim, correction=correction)
 
 
@@ -341,7 +362,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False):  # noqa: A002
     """p-norm of the elements over ``dim`` (all if None): ``ord`` in {2, 1, inf, -inf, 0, p}.
     The gradient at a zero vector is zero (a subgradient), not NaN."""
     x = float_result(check_tensor(x, "vector_norm"))
-    dims = norm_dims(dim, x.ndim, "norm") if x.ndim else None
+    dims = _all_dims(dim, x.ndim, "norm") if x.ndim else None
     return apply(_pnorm, (x,), _reduce_attrs(x, dims, keepdim, p=float(ord)))
 
 
@@ -355,12 +376,14 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):  # noqa: A002
     if p == "fro" or p is None:
         p = 2
     if p == "nuc":
-        from .linalg import matrix_norm
+        from ..linalg import matrix_norm
         return matrix_norm(x, "nuc", dim=(-2, -1) if dim is None else dim, keepdim=keepdim)
     return vector_norm(x, p, dim, keepdim)
 
 
 def _lse_fwd(x, dim, keepdim, kshape, in_shape):
+    if x.size == 0:         # an empty sum of exponentials: log(0) = -inf
+        return get_xp(x).full_like(x.sum(axis=dim, keepdims=keepdim), -np.inf)
     m = x.max(axis=dim, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     r = np.log(np.exp(x - m).sum(axis=dim, keepdims=True)) + m
@@ -376,11 +399,13 @@ _lse.defvjp(lambda ns, n, g, x, out: (_expand_back(ns, g, n) * ns.exp(x - ns.res
 def logsumexp(input, dim, keepdim=False):  # noqa: A002
     """``log(sum(exp(x), dim))`` computed stably (max-shifted)."""
     x = float_result(check_tensor(input, "logsumexp"))
-    dims = norm_dims(dim, x.ndim, "logsumexp") if x.ndim else None
+    dims = _all_dims(dim, x.ndim, "logsumexp") if x.ndim else None
     return apply(_lse, (x,), _reduce_attrs(x, dims, keepdim))
 
 
 def _softmax_fwd(x, dim):
+    if x.size == 0:
+        return x.copy()
     e = np.exp(x - x.max(axis=dim, keepdims=True))
     return e / e.sum(axis=dim, keepdims=True)
 
@@ -390,6 +415,8 @@ _softmax.defvjp(lambda ns, n, g, out: (out * (g - ns.sum(g * out, n.attrs["dim"]
 
 
 def _log_softmax_fwd(x, dim):
+    if x.size == 0:
+        return x.copy()
     s = x - x.max(axis=dim, keepdims=True)
     return s - np.log(np.exp(s).sum(axis=dim, keepdims=True))
 
@@ -435,9 +462,13 @@ def cumsum(input, dim, *, dtype=None):  # noqa: A002
     x = check_tensor(input, "cumsum")
     if dtype is not None:
         x = x.to(dtype)
-    elif x._data.dtype.kind in "bi" and x._data.dtype != dtypes.int64:
+    elif x._data.dtype.kind in "biu" and x._data.dtype != dtypes.int64:
         x = x.to(dtypes.int64)
-    return apply(_cumsum, (x,), {"dim": norm_dim(dim, x.ndim, "cumsum") if x.ndim else None})
+    if x.ndim == 0:                              # a 0-d scan is the identity (stays 0-d)
+        norm_dim(dim, 0, "cumsum")
+        from .elementwise import clone
+        return clone(x)
+    return apply(_cumsum, (x,), {"dim": norm_dim(dim, x.ndim, "cumsum")})
 
 
 _cumprod = defop("cumprod", lambda x, dim: np.cumprod(x, axis=dim), save=(0,), save_output=True)
@@ -450,6 +481,10 @@ def _(ns, n, g, x, out):
     # pref_j / x_i) or z_j == 1 and x_i is that zero (then it equals pref_j).
     d = n.attrs["dim"]
     is_zero = x == 0
+    if isinstance(x, Tensor) and bool(is_zero.any()):
+        # create_graph with zeros: the masks below are constant in x, so this rule's own
+        # derivative would be wrong; use the exact O(n^2) form instead
+        return (_cumprod_grad_exact(ns, g, x, d),)
     safe = ns.where(is_zero, 1 + 0 * x, x)
     pref = ns.cumprod(safe, d)
     z = ns.cumsum(ns.astype(is_zero, g.dtype), d)
@@ -463,13 +498,31 @@ def _(ns, n, g, x, out):
     return (ns.where(is_zero, s1, s0 / safe),)
 
 
+def _cumprod_grad_exact(ns, g, x, d):
+    """grad_i = sum_{j>=i} g_j cumprod(y_i)_j with y_i = x where its entry i is replaced by 1:
+    a smooth function of x (the replaced entry is a constant), so it differentiates correctly
+    again, zeros or not. Memory O(n^2) along ``dim``; used only under ``create_graph``."""
+    xt, gt = ns.transpose(x, d, -1), ns.transpose(g, d, -1)
+    k = xt.shape[-1]
+    eye = Tensor._make(get_xp(x._data).eye(k, dtype=bool), False, None, 0)
+    y = ns.where(eye, 1.0, ns.broadcast_to(ns.unsqueeze(xt, -2), xt.shape[:-1] + (k, k)))
+    c = ns.triu(ns.cumprod(y, -1), 0)            # c[..., i, j] = prod_{m<=j, m!=i} x_m, j >= i
+    return ns.transpose(ns.sum(c * ns.unsqueeze(gt, -2), -1), d, -1)
+
+
 @method()
 def cumprod(input, dim, *, dtype=None):  # noqa: A002
     """Cumulative product along ``dim`` (gradient exact also with zeros in the input)."""
     x = check_tensor(input, "cumprod")
     if dtype is not None:
         x = x.to(dtype)
-    return apply(_cumprod, (x,), {"dim": norm_dim(dim, x.ndim, "cumprod") if x.ndim else None})
+    elif x._data.dtype.kind in "biu" and x._data.dtype != dtypes.int64:
+        x = x.to(dtypes.int64)
+    if x.ndim == 0:
+        norm_dim(dim, 0, "cumprod")
+        from .elementwise import clone
+        return clone(x)
+    return apply(_cumprod, (x,), {"dim": norm_dim(dim, x.ndim, "cumprod")})
 
 
 # ------------------------------------------------------------------ all / any
