@@ -171,7 +171,7 @@ def apply(op, args, attrs=_EMPTY):
         if atype is np.ndarray or atype is None:
             out = op.fwd(*arrays, **attrs)
             if type(out) is not np.ndarray:       # numpy returns scalars for 0-d results
-                out = np.asarray(out) if op.n_out == 1 else tuple(np.asarray(o) for o in out)
+                out = _scalars_to_arrays(out, op.n_out)
         else:
             _check_same_gpu(op, args)
             out = (op.cuda_fwd or op.fwd)(*arrays, **attrs)
@@ -238,6 +238,14 @@ def apply(op, args, attrs=_EMPTY):
         for t in outs:
             _share_base(t, args[0])
     return outs
+
+
+def _scalars_to_arrays(out, n_out):
+    """numpy scalars -> 0-d arrays; arrays pass through (a cupy one too: ``to_device`` makes a
+    GPU array from a CPU input, and ``np.asarray`` on a cupy array raises)."""
+    if n_out == 1:
+        return out if backend.is_array(out) else np.asarray(out)
+    return tuple(o if backend.is_array(o) else np.asarray(o) for o in out)
 
 
 def _share_base(view, base):
