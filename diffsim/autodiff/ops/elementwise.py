@@ -2,6 +2,7 @@
 backward rule sit side by side; broadcasting gradients are reduced by the engine."""
 from __future__ import annotations
 
+import builtins as _builtins
 import math
 import numbers
 
@@ -94,11 +95,19 @@ _pow = defop("pow", _pow_fwd, broadcast=True, save=(0, 1), save_output=True)
 @_pow.defvjp
 def _(ns, n, g, a, b, out):
     e = n.edges
-    ga = g * b * a ** (b - 1) if e[0] is not None else None
-    gb = None
+    ga = gb = None
+    if e[0] is not None:
+        # d(a**0)/da is 0 also at a == 0 (where b * a**(b-1) would be 0 * inf)
+        if isinstance(b, numbers.Number):
+            ga = 0 * g if b == 0 else g * b * a ** (b - 1)
+        else:
+            ga = ns.where((b == 0) & (a == 0), 0 * g, g * b * a ** (b - 1))
     if e[1] is not None:
-        safe = ns.where(a > 0, a, 1)
-        gb = ns.where(a > 0, g * out * ns.log(safe), 0 * g)
+        if isinstance(a, numbers.Number):       # scalar base: s ** x
+            gb = g * out * math.log(a) if a > 0 else (0 * g if a == 0 else g * out * math.nan)
+        else:
+            safe = ns.where(a > 0, a, 1)
+            gb = ns.where(a > 0, g * out * ns.log(safe), 0 * g)
     return ga, gb
 
 
@@ -139,13 +148,25 @@ sub = _binary(_sub, "sub")
 mul = _binary(_mul, "mul")
 _div_b = _binary(_div, "div")
 pow = _binary(_pow, "pow")  # noqa: A001
-atan2 = _binary(_atan2, "atan2")
+_atan2_b = _binary(_atan2, "atan2")
 remainder = _binary(_remainder, "remainder")
 hypot = _binary(_hypot, "hypot")
 maximum = _binary(_maximum, "maximum")
 minimum = _binary(_minimum, "minimum")
 fmax = _binary(_fmax, "fmax")
 fmin = _binary(_fmin, "fmin")
+
+
+def atan2(input, other):  # noqa: A002
+    """Elementwise angle of the point ``(other, input)``, in ``[-pi, pi]``, with broadcasting.
+    Integer and bool inputs give the default float dtype, as in PyTorch."""
+    a, b = _promote("atan2", input, other)
+    if (a if isinstance(a, Tensor) else b)._data.dtype.kind != "f":
+        a = float_result(a) if isinstance(a, Tensor) else _float(a)
+        b = float_result(b) if isinstance(b, Tensor) else _float(b)
+    return apply(_atan2, (a, b))
+
+
 arctan2 = atan2
 
 
@@ -339,6 +360,10 @@ def _(ns, n, g, x, lo, hi):
     zero = 0 * g
     below = (x < lo) if lo is not None else None
     above = (x > hi) if hi is not None else None
+    if below is not None and above is not None:
+        # out = min(max(x, lo), hi): where lo > hi the output is hi, whatever x is
+        above = above | (lo > hi)
+        below = below & ~above
     gx = g
     if below is not None:
         gx = ns.where(below, zero, gx)
@@ -573,9 +598,26 @@ def _make_inplace(name, fn):
             if isinstance(other, Tensor) and type(o) is not type(self._data):
                 raise RuntimeError(f"{name}_: expected both tensors on the same device, got "
                                    f"{self.device} and {other.device}")
-            ufunc(self._data, o, out=self._data, casting="same_kind")
+            rt = dtypes.result_type(self, other if isinstance(other, Tensor) else o)
+            if name == "div" or dtypes.category(rt) > dtypes.category(self._data.dtype):
+                if dtypes.category(self._data.dtype) < 2:
+                    raise RuntimeError(f"{name}_: result type {rt if name != 'div' else 'float'} "
+                                       f"can't be cast to the desired output type {self.dtype}")
+            try:
+                ufunc(self._data, o, out=self._data, casting="same_kind")
+            except ValueError as e:
+                if "read-only" in str(e):
+                    raise RuntimeError(f"{name}_: the tensor (shape {list(self.shape)}) is an expanded "
+                                       "view whose elements share memory and cannot be written in "
+                                       "place; clone() it first") from None
+                raise RuntimeError(f"{name}_: output with shape {list(self.shape)} doesn't match the "
+                                   f"broadcast shape of it and {list(getattr(o, 'shape', ()))}") from None
             self._version[0] += 1
             return self
+        if STATE.grad_enabled and (self._rg or _builtins.any(
+                isinstance(a, Tensor) and a._rg for a in (*args, *kwargs.values()))):
+            # the op may save its input for backward, and self is about to be overwritten
+            return self._become(fn(clone(self), *args, **kwargs), name + "_")
         return self._become(fn(self, *args, **kwargs), name + "_")
     inplace.__name__ = name + "_"
     inplace.__doc__ = f"In-place ``{name}``."

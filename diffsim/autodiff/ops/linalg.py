@@ -98,26 +98,25 @@ def _check_1d(a, b, opname):
                            f"{list(b.shape)}")
 
 
+def _dot(input, other, opname):  # noqa: A002
+    a, b = _promote_pair(input, other, opname)
+    _check_1d(a, b, opname)
+    if a.shape[0] != b.shape[0]:
+        raise RuntimeError(f"{opname}: inconsistent tensor sizes, got shapes {list(a.shape)} and "
+                           f"{list(b.shape)}")
+    return matmul(a, b)
+
+
 @method()
 def dot(input, other):  # noqa: A002
     """Inner product of two 1-d tensors of the same length: ``[n], [n] -> []``."""
-    a, b = _promote_pair(input, other, "dot")
-    _check_1d(a, b, "dot")
-    if a.shape[0] != b.shape[0]:
-        raise RuntimeError(f"dot: inconsistent tensor sizes, got shapes {list(a.shape)} and "
-                           f"{list(b.shape)}")
-    return matmul(a, b)
+    return _dot(input, other, "dot")
 
 
 @method()
 def vdot(input, other):  # noqa: A002
     """``dot`` with the first argument conjugated (the same as ``dot`` for real tensors)."""
-    a, b = _promote_pair(input, other, "vdot")
-    _check_1d(a, b, "vdot")
-    if a.shape[0] != b.shape[0]:
-        raise RuntimeError(f"vdot: inconsistent tensor sizes, got shapes {list(a.shape)} and "
-                           f"{list(b.shape)}")
-    return matmul(a, b)
+    return _dot(input, other, "vdot")
 
 
 @method("outer", "ger")

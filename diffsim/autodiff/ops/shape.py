@@ -94,7 +94,10 @@ def flatten(input, start_dim=0, end_dim=-1):  # noqa: A002
     if s > e:
         raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shp = x.shape
-    return reshape(x, shp[:s] + (-1 if 0 not in shp[s:e + 1] else 0,) + shp[e + 1:])
+    n = 1
+    for k in shp[s:e + 1]:
+        n *= k
+    return reshape(x, shp[:s] + (n,) + shp[e + 1:])
 
 
 @method()
@@ -102,7 +105,9 @@ def unflatten(input, dim, sizes):  # noqa: A002
     """Split dim ``dim`` into ``sizes`` (one may be -1)."""
     x = check_tensor(input, "unflatten")
     d = norm_dim(dim, x.ndim, "unflatten")
-    return reshape(x, x.shape[:d] + tuple(sizes) + x.shape[d + 1:])
+    # resolve -1 against the size of dim d alone (the whole tensor may be empty)
+    sizes = _infer_shape(_shape_arg(tuple(sizes), "unflatten"), x.shape[d], (x.shape[d],), "unflatten")
+    return reshape(x, x.shape[:d] + sizes + x.shape[d + 1:])
 
 
 @method()
@@ -184,6 +189,8 @@ def movedim(input, source, destination):  # noqa: A002
         raise RuntimeError(f"movedim: source {src} and destination {dst} must have the same length")
     src = [norm_dim(s, x.ndim, "movedim") for s in src]
     dst = [norm_dim(d, x.ndim, "movedim") for d in dst]
+    if x.ndim == 0:                  # dims 0 / -1 of a 0-d tensor: nothing moves
+        return permute(x, ())
     order = [i for i in range(x.ndim) if i not in src]
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
@@ -359,7 +366,7 @@ def split(tensor, split_size_or_sections, dim=0):
         s = _bint(split_size_or_sections)
         if s <= 0:
             raise RuntimeError(f"split: split_size must be positive, got {s}")
-        sizes = [s] * (n // s) + ([n % s] if n % s else [])
+        sizes = [s] * (n // s) + ([n % s] if n % s else []) or [0]   # empty dim: one empty piece
     else:
         sizes = list(split_size_or_sections)
         if builtins.sum(sizes) != n:
@@ -379,8 +386,9 @@ def chunk(input, chunks, dim=0):  # noqa: A002
     if chunks <= 0:
         raise RuntimeError(f"chunk: chunks must be positive, got {chunks}")
     n = x.shape[norm_dim(dim, x.ndim, "chunk")]
-    size = -(-n // chunks) if n else 1
-    return split(x, max(size, 1), dim)
+    if n == 0:                       # PyTorch: ``chunks`` empty pieces
+        return split(x, [0] * chunks, dim)
+    return split(x, -(-n // chunks), dim)
 
 
 _select = defop("select", lambda x, index, in_shape: x[index], view=True)
@@ -417,6 +425,9 @@ def flip(input, *dims):  # noqa: A002
     x = check_tensor(input, "flip")
     dims = _shape_arg(dims, "flip") if dims else ()
     dims = tuple(norm_dim(d, x.ndim, "flip") for d in dims)
+    if x.ndim == 0 and dims:         # flipping a 0-d tensor: a copy, as in PyTorch
+        from .elementwise import clone
+        return clone(x)
     return apply(_flip, (x,), {"dims": dims}) if dims else x
 
 
