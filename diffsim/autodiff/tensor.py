@@ -80,9 +80,8 @@ class Tensor:
     def is_cuda(self):
         return self.device.type == "cuda"
 
-    @property
     def is_floating_point(self):
-        return lambda: self._data.dtype.kind == "f"
+        return self._data.dtype.kind == "f"
 
     @property
     def requires_grad(self):

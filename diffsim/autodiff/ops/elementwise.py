@@ -381,20 +381,15 @@ def clamp(x, min=None, max=None):  # noqa: A002
     x = check_tensor(x, "clamp")
     if min is None and max is None:
         raise ValueError("clamp: at least one of 'min' or 'max' must not be None")
-    lo = min if isinstance(min, Tensor) or min is None else min
-    hi = max if isinstance(max, Tensor) or max is None else max
-    for b in (lo, hi):
-        if isinstance(b, Tensor) and b._data.dtype != x._data.dtype:
-            x_ = x
-            rt = dtypes.result_type(x_, b)
+    for bound in (min, max):            # promote x as x + bound would be
+        if isinstance(bound, Tensor):
+            rt = dtypes.result_type(x, bound)
             if x._data.dtype != rt:
                 x = astype(x, rt)
-    if isinstance(lo, Tensor) and lo._data.dtype != x._data.dtype:
-        lo = astype(lo, x._data.dtype)
-    if isinstance(hi, Tensor) and hi._data.dtype != x._data.dtype:
-        hi = astype(hi, x._data.dtype)
-    if x._data.dtype.kind != "f" and isinstance(lo, _float) or isinstance(hi, _float):
-        x = float_result(x)
+        elif isinstance(bound, _float):
+            x = float_result(x)
+    lo = astype(min, x._data.dtype) if isinstance(min, Tensor) else min
+    hi = astype(max, x._data.dtype) if isinstance(max, Tensor) else max
     return apply(_clamp, (x, lo, hi))
 
 
@@ -504,7 +499,7 @@ Tensor.isclose = isclose
 
 # ------------------------------------------------------------------ casts and device moves
 
-_astype = defop("astype", lambda x, dtype: x.astype(dtype))
+_astype = defop("astype", lambda x, dtype, src: x.astype(dtype))
 
 
 @_astype.defvjp
@@ -519,7 +514,6 @@ def astype(x, dtype):
     return apply(_astype, (x,), {"dtype": dtype, "src": x._data.dtype}) if x._data.dtype != dtype else x
 
 
-_astype.fwd = lambda x, dtype, src: x.astype(dtype)
 
 _to_device = defop("to_device", lambda x, device, src: move(x, device))
 _to_device.defvjp(lambda ns, n, g: (ns.to_device(g, n.attrs["src"]),))
@@ -663,8 +657,8 @@ def _zero_inplace(self):
     return _fill_(self, 0)
 
 
-_copy = defop("copy", lambda dst, src: np.broadcast_to(src, dst.shape).astype(dst.dtype),
-              broadcast=False)
+_copy = defop("copy", lambda dst, src, src_shape, src_dtype:
+              np.broadcast_to(src, dst.shape).astype(dst.dtype))
 
 
 @_copy.defvjp
@@ -687,7 +681,6 @@ def _copy_(self, src):
                         "copy_")
 
 
-_copy.fwd = lambda dst, src, src_shape, src_dtype: np.broadcast_to(src, dst.shape).astype(dst.dtype)
 Tensor.zero_ = _zero_inplace
 Tensor.fill_ = _fill_
 Tensor.copy_ = _copy_
