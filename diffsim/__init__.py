@@ -6,5 +6,6 @@ subpackages.
 """
 from .autodiff import *  # noqa: F401,F403
 from .autodiff import _ops_all, autograd, bool, cuda, dtypes  # noqa: F401
+from . import testing  # noqa: F401,E402  (ds.testing.gradcheck; hypothesis loads lazily)
 
 __version__ = "0.1.0"
