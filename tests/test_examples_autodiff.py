@@ -43,3 +43,27 @@ def test_cloth_checkpointed_gradient_matches_finite_differences():
         f = [(mod.rollout(ds.tensor(math.log(300.0) + s, dtype=ds.float64), cloth, 40) ** 2).sum().item()
              for s in (h, -h)]
     assert log_k.grad.item() == pytest.approx((f[0] - f[1]) / (2 * h), rel=1e-6)
+
+
+def test_property_testing_example_runs(capsys):
+    pytest.importorskip("hypothesis")
+    mod = load("property_testing")
+    mod.main(["--examples", "2"])
+    assert capsys.readouterr().out.count("ok ") == 3
+
+
+def test_energy_property_fails_for_a_non_symplectic_integrator():
+    pytest.importorskip("hypothesis")
+    import diffsim as ds
+    mod = load("property_testing")
+
+    def explicit_euler(q, p, k, steps):     # energy drifts at O(dt)
+        for _ in range(steps):
+            q, p = q + mod.DT * p, p + mod.DT * mod.force(q.detach().requires_grad_(), k)
+        return q, p
+    q0 = ds.tensor([0.5, -0.3, 0.8], dtype=ds.float64)
+    p0 = ds.tensor([0.2, 0.0, -0.4], dtype=ds.float64)
+    drift, bound = mod.energy_drift(q0, p0, 2.0, 400)
+    assert drift < bound
+    drift, bound = mod.energy_drift(q0, p0, 2.0, 400, integrator=explicit_euler)
+    assert drift > bound
