@@ -363,3 +363,169 @@ def test_no_grad_as_bare_decorator():
     def f(t):
         return t * 2
     assert not f(leaf([1.0])).requires_grad
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+def test_set_grad_enabled_as_decorator_only_acts_while_the_function_runs():
+    @ds.set_grad_enabled(False)
+    def f():
+        return ds.is_grad_enabled()
+    assert ds.is_grad_enabled()                # decorating must not switch grad mode off
+    assert f() is False and ds.is_grad_enabled()
+    with ds.no_grad():                          # each call restores the mode it was called in
+        f()
+        assert not ds.is_grad_enabled()
+    assert ds.is_grad_enabled()
+
+
+def test_inference_mode_as_bare_decorator():
+    @ds.inference_mode
+    def f(t):
+        return t * 2
+    y = f(leaf([1.0]))
+    assert not y.requires_grad and ds.is_grad_enabled()
+
+
+def test_custom_function_output_shares_version_with_saved_tensor():
+    class Exp(ds.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = x.exp()
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * y
+    x = leaf([0.0, 1.0])
+    y = Exp.apply(x)
+    with ds.no_grad():
+        y.add_(100.0)                          # the saved output is this very memory
+    with pytest.raises(RuntimeError, match="modified by an in-place"):
+        y.sum().backward()
+
+
+def test_custom_function_returning_its_input_is_a_view_of_it():
+    class Ident(ds.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+    x = leaf([1.0, 2.0])
+    y = Ident.apply(x)
+    with pytest.raises(RuntimeError, match="in-place"):
+        y.add_(1.0)                            # would silently modify the leaf x
+    np.testing.assert_allclose(x.detach().numpy(), [1.0, 2.0])
+
+
+def test_custom_function_node_is_freed_without_the_cycle_collector():
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        x = leaf(np.ones(10))
+        y = Cube.apply(x)
+        node = weakref.ref(y.grad_fn)
+        c = ds.checkpoint(lambda t: (t * 2).sin(), x)
+        cnode = weakref.ref(c.grad_fn.next_functions[0][0])
+        del y, c
+        assert node() is None and cnode() is None
+    finally:
+        gc.enable()
+
+
+def test_custom_function_saved_tensors_freed_after_backward():
+    import gc
+    import weakref
+    refs = []
+
+    class F(ds.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            t = x * 2
+            ctx.save_for_backward(t)
+            refs.append(weakref.ref(t))
+            return t * 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (t,) = ctx.saved_tensors
+            return g * 6
+    x = leaf(np.ones(5))
+    y = F.apply(x)
+    y.sum().backward()
+    gc.collect()
+    assert refs[0]() is None                   # y (and its node) are alive, the saved t is not
+    np.testing.assert_allclose(x.grad.numpy(), 6.0)
+
+
+def _custom(bwd):
+    class F(ds.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        backward = staticmethod(bwd)
+    return F
+
+
+@pytest.mark.parametrize("bad", [lambda g: ds.tensor(1.0, dtype=ds.float64),
+                                 lambda g: g.reshape(-1), lambda g: g.reshape(3, 2)])
+def test_custom_backward_gradient_of_wrong_shape_raises(bad):
+    x = leaf(np.ones((2, 3)))
+    y = _custom(lambda ctx, g: bad(g)).apply(x)
+    with pytest.raises(RuntimeError, match=r"F.backward returned an invalid gradient for input 0"):
+        y.sum().backward()
+
+
+def test_custom_backward_broadcast_gradient_is_summed_and_extra_grads_raise():
+    x = leaf(np.ones((2, 3)))
+    _custom(lambda ctx, g: g.expand(4, 2, 3)).apply(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 4.0)
+    y = _custom(lambda ctx, g: (g, g)).apply(leaf([1.0]))
+    with pytest.raises(RuntimeError, match="returned 2 gradients, but forward got 1 inputs"):
+        y.sum().backward()
+
+
+def test_backward_inputs_does_not_alias_gradients():
+    x, w = leaf([1.0, 1.0]), leaf([1.0, 1.0])
+    G = ds.tensor([1.0, 2.0], dtype=ds.float64)
+    (x + w).backward(G, inputs=[x, w])
+    x.grad.zero_()
+    np.testing.assert_allclose(w.grad.numpy(), [1.0, 2.0])
+    np.testing.assert_allclose(G.numpy(), [1.0, 2.0])
+
+
+def test_retain_grad_sees_the_gradient_after_hooks():
+    x = leaf([1.0, 1.0])
+    y = x * 1
+    y.retain_grad()
+    y.register_hook(lambda g: g * 2)           # registered later, still runs before retain_grad
+    (y * 3).sum().backward()
+    np.testing.assert_allclose(y.grad.numpy(), [6.0, 6.0])
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+
+
+def test_inplace_through_data_is_not_tracked():
+    x = leaf([1.0, 1.0])
+    y = x * x
+    x.data.add_(1.0)                           # PyTorch: .data changes are invisible to autograd
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 4.0])
+    d = x.detach()                             # detach() shares the version counter
+    z = x * x
+    d.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an in-place"):
+        z.sum().backward()
+
+
+def test_gradcheck_perturbs_non_contiguous_inputs():
+    a = np.random.default_rng(0).standard_normal((3, 4)).T      # a non-contiguous view
+    x = ds.as_tensor(a).requires_grad_()
+    assert not x._data.flags.c_contiguous
+    assert gradcheck(lambda t: (t * t * t).sum(), (x,))

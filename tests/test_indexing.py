@@ -761,3 +761,21 @@ def test_namespaces_complete():
                  "index_fill", "index_put", "masked_fill", "masked_select", "nonzero", "take",
                  "take_along_dim", "segment_sum", "argwhere"):
         assert callable(getattr(ds, name)), name
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+def test_integer_indexing_of_every_dim_is_a_view():
+    x = ds.zeros(3)
+    x[1].fill_(5.0)
+    y = ds.zeros(2, 2)
+    y[0, 1].add_(3.0)
+    v = y[1, 0]
+    y[1, 0] = 7.0
+    s = x.select(0, 2)
+    s.fill_(9.0)
+    assert x.tolist() == [0.0, 5.0, 9.0] and y.tolist() == [[0.0, 3.0], [7.0, 0.0]]
+    assert v.item() == 7.0 and v.ndim == 0
+    assert [t.item() for t in ds.tensor([1.0, 2.0])] == [1.0, 2.0]
+    z = ds.tensor([1.0, 2.0], dtype=ds.float64, requires_grad=True)
+    assert gradcheck(lambda t: t[1] * t[0, ...], (z,))

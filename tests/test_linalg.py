@@ -688,3 +688,16 @@ def test_backward_namespace_twins_agree_with_raw():
     x, y = randn(2, 3), randn(3)
     np.testing.assert_allclose(TENSOR_NS.einsum("ij,j->i", ds.tensor(x), ds.tensor(y)).numpy(),
                                rawops.einsum("ij,j->i", x, y))
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+@pytest.mark.parametrize("eq", ["ii->i", "ij->ji", "ijk->ijk"])
+def test_einsum_of_one_operand_is_not_a_silent_view(eq):
+    A = ds.ones(3, 3) if eq != "ijk->ijk" else ds.ones(2, 2, 2)
+    w = ds.ones(A.shape[:1] if eq == "ii->i" else A.shape, requires_grad=True)
+    y = ds.einsum(eq, A)
+    loss = (y * w).sum()
+    A.add_(1.0)                  # must not change y, nor the value saved for w's gradient
+    loss.backward()
+    assert float(y.sum()) == y.numel() and float(w.grad.sum()) == w.numel()

@@ -805,3 +805,19 @@ def test_assert_close():
         assert_close(ds.tensor([math.inf]), np.float32([-math.inf]))
     with pytest.raises(AssertionError):
         assert_close(ds.tensor([3]), np.array([4]))
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+def test_fill_with_tensor_value_checks_leaf_and_value_shape():
+    x = ds.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        x.fill_(ds.tensor(2.0))
+    y = ds.zeros(3)
+    with pytest.raises(RuntimeError, match="0-dimensional value"):
+        y.fill_(ds.ones(3))
+    v = ds.tensor(2.0, dtype=ds.float64, requires_grad=True)
+    z = ds.zeros(3, dtype=ds.float64)
+    z.fill_(v)
+    z.sum().backward()
+    assert z.tolist() == [2.0, 2.0, 2.0] and v.grad.item() == 3.0

@@ -573,3 +573,25 @@ def test_against_torch(name, data):
     (g,) = ds.autograd.grad(out, [x], ds.tensor(v))
     (tg,) = torch.autograd.grad(tout, [t], torch.tensor(v))
     assert_close(g, tg.numpy(), rtol=1e-9, atol=1e-12, msg=f"{name} gradient")
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+def test_max_min_with_other_keyword():
+    x, y = ds.tensor([1.0, 5.0]), ds.tensor([3.0, 2.0])
+    assert ds.max(x, other=y).tolist() == [3.0, 5.0] and x.max(other=y).tolist() == [3.0, 5.0]
+    assert ds.min(x, other=y).tolist() == [1.0, 2.0]
+    with pytest.raises(TypeError, match="dim or other"):
+        ds.max(x, 0, other=y)
+
+
+def test_sum_with_dtype_sends_gradients_in_the_input_dtype():
+    x = ds.ones(2, requires_grad=True)
+    h = x * 2
+    h.retain_grad()
+    s = h.sum(dtype=ds.float64)
+    assert s.dtype == ds.float64
+    s.backward()
+    assert h.grad.dtype == ds.float32 and x.grad.dtype == ds.float32
+    assert ds.tensor([1, 2], dtype=ds.int32).sum(dtype=ds.int32).dtype == ds.int32
+    assert ds.tensor([1, 2], dtype=ds.int32).sum().dtype == ds.int64

@@ -501,3 +501,35 @@ def test_against_torch(name, data):
     g = np.zeros(x.shape) if g is None else g.numpy()
     tg = np.zeros(x.shape) if tg is None else tg.numpy()
     assert_close(g, tg, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+@pytest.mark.parametrize("make", [lambda x: ds.cat([x]), lambda x: ds.stack([x]),
+                                  lambda x: ds.cat([x, ds.zeros(0)])])
+def test_cat_and_stack_of_one_tensor_return_a_new_tensor(make):
+    x = ds.zeros(3)
+    y = make(x)
+    y += 1
+    assert x.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_flip_returns_a_copy_not_a_silent_view():
+    x = ds.tensor([1.0, 2.0, 3.0])
+    w = ds.ones(3, dtype=ds.float32, requires_grad=True)
+    y = x.flip(0)
+    loss = (y * w).sum()
+    x.add_(10.0)                   # must not change y (PyTorch's flip copies)
+    loss.backward()
+    assert y.tolist() == [3.0, 2.0, 1.0] and w.grad.tolist() == [3.0, 2.0, 1.0]
+
+
+def test_diagonal_is_a_writable_view():
+    A = ds.zeros(3, 3)
+    A.diagonal().add_(1.0)         # the regularization idiom A.diagonal().add_(eps)
+    A.diagonal(1).fill_(2.0)
+    A.diagonal()[0] = 5.0
+    assert A.tolist() == [[5.0, 2.0, 0.0], [0.0, 1.0, 2.0], [0.0, 0.0, 1.0]]
+    B = ds.ones(3).expand(3, 3)    # a read-only base stays read-only
+    with pytest.raises(RuntimeError):
+        B.diagonal().add_(1.0)

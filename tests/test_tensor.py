@@ -208,3 +208,46 @@ def test_error_reshape_invalid():
 def test_error_cat_mismatch():
     with pytest.raises(RuntimeError, match=r"cat: sizes of tensors must match"):
         ds.cat([ds.ones(2, 3), ds.ones(2, 4)], 0)
+
+
+# ------------------------------------------------------------------ regressions (review)
+
+def test_numpy_scalars_and_non_native_byte_order_keep_their_dtype():
+    assert ds.tensor(np.float64(1.5)).dtype == ds.float64      # np.float64 subclasses float
+    assert ds.tensor(np.float32(1.5)).dtype == ds.float32
+    assert ds.tensor(1.5).dtype == ds.float32
+    big = ds.tensor(np.array([1.1, 2.2], dtype=">f8"))
+    assert big.dtype == ds.float64 and big.tolist() == [1.1, 2.2]
+    assert ds.tensor(np.array([1, 2], dtype=">i4")).dtype == ds.int32
+
+
+def test_comparison_with_none_is_false_not_an_error():
+    t = ds.tensor([1.0, 2.0])
+    assert (t == None) is False and (t != None) is True   # noqa: E711
+    assert t not in [None, "a"] and t in [None, t]
+    assert (t == t).tolist() == [True, True]
+
+
+def test_integer_overflow_error_names_the_op():
+    with pytest.raises(RuntimeError, match=r"add: .*int8"):
+        ds.tensor([1], dtype=ds.int8) + 300
+
+
+def test_is_array_imports_cupy_lazily(monkeypatch):
+    """A cupy array handed in before any CUDA use must still be recognised (checked with a
+    stand-in module: cupy is imported lazily, on the first cupy array seen)."""
+    import sys
+    import types
+    from diffsim.autodiff import backend
+
+    class ndarray:
+        pass
+    ndarray.__module__ = "cupy"
+    fake = types.ModuleType("cupy")
+    fake.ndarray = ndarray
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setattr(backend, "_cupy_error", None)
+    assert backend.is_array(ndarray())
+    assert not backend.is_array([1.0])

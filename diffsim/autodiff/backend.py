@@ -110,6 +110,8 @@ def is_array(obj) -> bool:
     """True for a numpy or cupy ndarray."""
     if type(obj) is np.ndarray:
         return True
+    if _cupy is None and type(obj).__module__.split(".", 1)[0] == "cupy":
+        _import_cupy()      # a cupy array before any CUDA use here: import cupy now (lazily)
     return bool(_cupy) and isinstance(obj, _cupy.ndarray)
 
 

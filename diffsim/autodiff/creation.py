@@ -21,7 +21,7 @@ def _resolve_device(device):
 
 def _infer_float(data):
     """True if ``data`` (not an array) holds Python floats, so the default dtype applies."""
-    if isinstance(data, bool):
+    if isinstance(data, (bool, np.generic)):      # np.float64 is a float subclass: keep its dtype
         return False
     if isinstance(data, float):
         return True
@@ -64,7 +64,10 @@ def _to_array(data, dtype=None, device=None, copy=True):
         arr = arr.astype(dtype)
         copy = False
     elif arr.dtype not in dtypes.SUPPORTED:
-        if arr.dtype.kind == "f":
+        native = arr.dtype.newbyteorder("=")
+        if native in dtypes.SUPPORTED:               # non-native byte order: same type, native order
+            arr = arr.astype(native)
+        elif arr.dtype.kind == "f":
             arr = arr.astype(dtypes.float64 if arr.itemsize > 8 else dtypes.float32)
         elif arr.dtype.kind in "iu":
             arr = arr.astype(dtypes.int64)

@@ -296,8 +296,12 @@ def _call_custom(node, grads, graph_mode):
     gt = [None if g is None else _wrap(g) for g in gl]
     res = run_custom_backward(node, gt, graph_mode)
     n_in = len(node.edges)
+    if len(res) > n_in and any(r is not None for r in res[n_in:]):
+        raise RuntimeError(f"{node.op.name}.backward returned {len(res)} gradients, but forward got "
+                           f"{n_in} inputs; return one gradient (or None) per input of forward")
     if len(res) < n_in:
         res = res + (None,) * (n_in - len(res))
+    shapes = node.bshapes
     out = []
     for i, (r, e) in enumerate(zip(res, node.edges)):
         if r is None or e is None:
@@ -306,8 +310,23 @@ def _call_custom(node, grads, graph_mode):
         if not isinstance(r, Tensor):
             from .creation import as_tensor
             r = as_tensor(r)
+        if shapes is not None and shapes[i] is not None and r.shape != shapes[i]:
+            _check_grad_shape(node, i, r.shape, shapes[i])
         out.append(r if graph_mode else r._data)
     return tuple(out)
+
+
+def _check_grad_shape(node, i, got, want):
+    """A custom backward's gradient must have its input's shape, or one that the input broadcasts
+    to (the engine then sums it down, as PyTorch does); anything else is an error."""
+    try:
+        ok = tuple(np.broadcast_shapes(tuple(want), tuple(got))) == tuple(got)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise RuntimeError(f"{node.op.name}.backward returned an invalid gradient for input {i}: got "
+                           f"shape {list(got)}, but the input has shape {list(want)} (the gradient must "
+                           "have the input's shape)")
 
 
 def _check_anomaly(node, grads):
@@ -338,7 +357,10 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         res = grad(tensors, inputs, grad_tensors, retain_graph, create_graph, allow_unused=True)
         for t, g in zip(inputs, res):
             if g is not None:
-                g = g if create_graph else g.detach()
+                if not create_graph:
+                    # a copy, as AccumulateGrad makes: the captured gradient may be the caller's
+                    # gradient tensor or shared by several inputs (x + w)
+                    g = Tensor._make(g._data.copy(), False, None, 0)
                 t.grad = g if t.grad is None else t.grad + g
         return
     run(tensors, grad_tensors, retain_graph, create_graph)

@@ -175,7 +175,7 @@ def apply(op, args, attrs=_EMPTY):
         else:
             _check_same_gpu(op, args)
             out = (op.cuda_fwd or op.fwd)(*arrays, **attrs)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise _input_error(op, args, e) from e
     if not (requires and STATE.grad_enabled and op.differentiable):
         if op.n_out == 1:
@@ -271,7 +271,7 @@ def _input_error(op, args, e):
         text = f"{op.name}: shapes {shapes} cannot be broadcast together"
     else:
         text = f"{op.name}: {msg}"
-    cls = RuntimeError if isinstance(e, ValueError) else TypeError
+    cls = TypeError if isinstance(e, TypeError) else RuntimeError
     return cls(f"{text} (inputs: {_describe(args)})")
 
 
@@ -291,6 +291,18 @@ class FunctionCtx:
         self.non_differentiable = ()
         self.needs_input_grad = ()
         self.materialize_grads = True
+        self._node_ref = None
+
+    # the node holds the ctx; the ctx refers back to it weakly, so that no reference cycle keeps
+    # a graph (and the arrays it saved) alive until the cycle collector runs
+    @property
+    def _node(self):
+        ref = self._node_ref
+        return ref() if ref is not None else None
+
+    @_node.setter
+    def _node(self, node):
+        self._node_ref = weakref.ref(node)
 
     def save_for_backward(self, *tensors):
         self.to_save = tensors
@@ -304,6 +316,9 @@ class FunctionCtx:
     @property
     def saved_tensors(self):
         node = self._node
+        if node is None:
+            raise RuntimeError("saved_tensors: only available in backward, for a Function application "
+                               "that recorded a graph node")
         if node.saved is _FREED:
             raise RuntimeError(_freed_message(node))
         check_versions(node)
@@ -378,7 +393,10 @@ class Function:
         node.fn_cls, node.ctx, node.saved_now = cls, ctx, None
         node.saved = tuple(ctx.to_save)
         node.versions = tuple(t._version[0] if isinstance(t, Tensor) else 0 for t in ctx.to_save)
+        ctx.to_save = ()                 # the node holds them now (and frees them after backward)
         node.out_meta = tuple((o.shape, o.dtype) for o in outs)
+        # input shapes: the engine reduces a broadcast gradient to them and rejects other shapes
+        node.bshapes = tuple(a.shape if isinstance(a, Tensor) else None for a in args)
         ctx._node = node
         if STATE.anomaly:
             node.trace = "".join(traceback.format_stack()[:-1])
@@ -386,9 +404,16 @@ class Function:
         res = []
         for i, o in enumerate(outs):
             if id(o) in nondiff or o.dtype.kind != "f":
-                res.append(Tensor._make(o._data, False, None, 0))
+                t = Tensor._make(o._data, False, None, 0)
             else:
-                res.append(Tensor._make(o._data, True, node, i))
+                t = Tensor._make(o._data, True, node, i)
+            # same memory as ``o``, so the same version counter: an in-place change of the output
+            # is seen by the check of a saved ``o`` (and of an input that forward returned)
+            t._version = o._version
+            base = o._base if o._base is not None else o
+            if any(base is a for a in args):
+                t._base = base
+            res.append(t)
         return res[0] if single else tuple(res)
 
 

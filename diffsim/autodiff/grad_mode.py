@@ -29,9 +29,12 @@ class _GradSwitch:
     mode = True
 
     def __new__(cls, *args, **kwargs):
-        # ``@no_grad`` without parentheses decorates directly, as in PyTorch
-        if cls in (no_grad, enable_grad) and len(args) == 1 and callable(args[0]) and not kwargs:
-            return super().__new__(cls)(args[0])
+        # ``@no_grad`` / ``@inference_mode`` without parentheses decorate directly, as in PyTorch
+        if cls in (no_grad, enable_grad, inference_mode) and len(args) == 1 and callable(args[0]) \
+                and not kwargs:
+            switch = super().__new__(cls)
+            switch.__init__()
+            return switch(args[0])
         return super().__new__(cls)
 
     def __enter__(self):
@@ -45,15 +48,14 @@ class _GradSwitch:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with _clone(self):
+            with self._clone():
                 return fn(*args, **kwargs)
         return wrapper
 
-
-def _clone(switch):
-    c = switch.__class__.__new__(switch.__class__)
-    c.__dict__.update(switch.__dict__)
-    return c
+    def _clone(self):
+        c = self.__class__.__new__(self.__class__)
+        c.__dict__.update(self.__dict__)
+        return c
 
 
 class no_grad(_GradSwitch):
@@ -90,3 +92,12 @@ class set_grad_enabled(_GradSwitch):
 
     def __enter__(self):
         STATE.grad_enabled = self.mode
+
+    def __call__(self, fn):
+        # as a decorator it sets the mode only while ``fn`` runs, not from the decoration on
+        STATE.grad_enabled = self._prev
+        return super().__call__(fn)
+
+    def _clone(self):
+        # each call of the decorated function restores the mode it was called in
+        return set_grad_enabled(self.mode)

@@ -94,7 +94,8 @@ def index_put_into(shape, index, values, accumulate=True):
     """Zeros of ``shape`` with ``values`` added at ``index`` (the adjoint of ``getitem``)."""
     out = get_xp(values).zeros(shape, values.dtype)
     if accumulate and _may_repeat(index):
-        get_xp(values).add.at(out, index, values)
+        from .ops.indexing import _add_at
+        _add_at(out, index, values)          # np.add.at, or cupyx.scatter_add on the GPU
     else:
         out[index] = values
     return out

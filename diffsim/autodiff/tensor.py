@@ -113,8 +113,10 @@ class Tensor:
 
     @property
     def data(self):
-        """A tensor sharing this one's storage, outside the graph."""
-        return self.detach()
+        """A tensor sharing this one's storage, outside the graph. Unlike ``detach()`` (and as in
+        PyTorch) it has its own version counter: in-place changes through ``.data`` are not
+        tracked by autograd's checks."""
+        return Tensor._make(self._data, False, None, 0)
 
     @data.setter
     def data(self, value):
@@ -275,7 +277,11 @@ class Tensor:
         if node.hooks is None:
             node.hooks = {}
         hooks = node.hooks.setdefault(nr, [])
-        hooks.append(hook)
+        # as in PyTorch, the retain_grad hook runs after every other hook: keep it last
+        i = len(hooks)
+        while i and getattr(hooks[i - 1], "_retains_grad", False):
+            i -= 1
+        hooks.insert(i, hook)
         return _HookHandle(hooks, hook)
 
     def retain_grad(self):
@@ -291,6 +297,7 @@ class Tensor:
             t = ref()
             if t is not None:
                 t.grad = g.detach() if t.grad is None else (t.grad + g).detach()
+        _keep._retains_grad = True       # register_hook keeps it after hooks added later
         self._retains = True
         self.register_hook(_keep)
 

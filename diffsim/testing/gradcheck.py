@@ -25,16 +25,18 @@ def _numerical_jacobian(fn, inputs, i, eps):
     """Columns d(outputs)/d(inputs[i][k]) by central differences, as a list per output."""
     x = inputs[i]
     data = x._data
-    flat = data.reshape(-1)
     cols = []
     # grad mode stays on: fn may itself compute gradients (gradgradcheck)
-    for k in range(flat.size):
-        orig = flat[k].item()
-        flat[k] = orig + eps
+    for k in range(data.size):
+        # perturb the element in x's own memory (``data.reshape(-1)`` would be a copy for a
+        # non-contiguous input, and the perturbation would not reach fn)
+        at = np.unravel_index(k, data.shape)
+        orig = data[at].item()
+        data[at] = orig + eps
         plus = [backend.to_numpy(o._data).astype(np.float64).ravel() for o in _flat_outputs(fn(*inputs))]
-        flat[k] = orig - eps
+        data[at] = orig - eps
         minus = [backend.to_numpy(o._data).astype(np.float64).ravel() for o in _flat_outputs(fn(*inputs))]
-        flat[k] = orig
+        data[at] = orig
         cols.append([(p - m) / (2 * eps) for p, m in zip(plus, minus)])
     return cols
 

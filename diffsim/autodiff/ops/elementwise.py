@@ -557,8 +557,19 @@ Tensor.__rpow__ = _rev(pow)
 Tensor.__neg__ = neg
 Tensor.__pos__ = lambda self: self
 Tensor.__abs__ = abs
-Tensor.__eq__ = eq
-Tensor.__ne__ = ne
+def _eq_op(f):
+    # ``t == None`` (and ``t in [None, ...]``) is False, not an error, as in PyTorch: the
+    # comparison is left to Python's identity fallback for operands that are not array-like
+    def op(self, other):
+        if other is None or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return f(self, other)
+    op.__name__ = f.__name__
+    return op
+
+
+Tensor.__eq__ = _eq_op(eq)
+Tensor.__ne__ = _eq_op(ne)
 Tensor.__lt__ = lt
 Tensor.__le__ = le
 Tensor.__gt__ = gt
@@ -642,9 +653,12 @@ _fill_t.defvjp(lambda ns, n, g: (ns.zeros_like(g), ns.sum(g)))
 
 def _fill_(self, value):
     """Fill with ``value`` (a number or 0-d Tensor, which receives the gradient) in place."""
-    if isinstance(value, Tensor):
-        return self._become(apply(_fill_t, (self, value)), "fill_")
     self._check_inplace("fill_")
+    if isinstance(value, Tensor):
+        if value.ndim != 0:
+            raise RuntimeError(f"fill_: only supports a 0-dimensional value tensor, but got a tensor "
+                               f"with {value.ndim} dimension(s) (shape {list(value.shape)})")
+        return self._become(apply(_fill_t, (self, value)), "fill_")
     from ..grad_mode import STATE
     if self._rg and STATE.grad_enabled:
         return self._become(apply(_fill, (self,), {"value": value}), "fill_")

@@ -25,6 +25,7 @@ from ..function import apply, defop
 from ..grad_mode import STATE
 from ..tensor import Tensor
 from ._util import check_tensor, method, norm_dim
+from .shape import _basic_view
 
 
 # ====================================================================== x[idx], x[idx] = v
@@ -78,7 +79,7 @@ def _index_error(x, index, e, opname="getitem"):
     return IndexError(f"{opname}: {e} (tensor shape {list(x.shape)}, index {index!r})")
 
 
-_getitem_view = defop("getitem", lambda x, index, in_shape, unique: x[index], view=True)
+_getitem_view = defop("getitem", lambda x, index, in_shape, unique: _basic_view(x, index), view=True)
 _getitem_copy = defop("index", lambda x, index, in_shape, unique: x[index])
 
 

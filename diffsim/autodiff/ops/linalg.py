@@ -295,7 +295,13 @@ def _parse_einsum(equation, shapes):
 
 
 def _einsum_fwd(*ops, equation, shapes):
-    return get_xp(ops[0]).einsum(equation, *ops, optimize=len(ops) > 2)
+    xp = get_xp(ops[0])
+    out = xp.einsum(equation, *ops, optimize=len(ops) > 2)
+    if len(ops) == 1 and xp.may_share_memory(out, ops[0]):
+        # numpy gives a view for a pure transpose/diagonal ("ij->ji", "ii->i"); untracked, an
+        # in-place change of the input would silently alter it (and a saved copy of it)
+        out = out.copy()
+    return out
 
 
 def _einsum_save(edges, args):

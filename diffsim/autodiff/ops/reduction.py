@@ -53,6 +53,11 @@ _sum.defvjp(lambda ns, n, g: (_expand_back(ns, g, n),))
 def sum(input, dim=None, keepdim=False, *, dtype=None):  # noqa: A001,A002
     """Sum over ``dim`` (int, tuple, or None for all). Bool/int inputs sum to int64."""
     x = check_tensor(input, "sum")
+    if dtype is not None:
+        dtype = dtypes.as_dtype(dtype)
+        if dtype.kind == "f" or x._data.dtype.kind == "f":
+            # cast first (differentiable): the gradient then reaches x in x's dtype, as in PyTorch
+            x, dtype = x.to(dtype), None
     dims = _all_dims(dim, x.ndim, "sum")
     if dtype is None and x._data.dtype.kind in "biu" and x._data.dtype != dtypes.int64:
         dtype = dtypes.int64
@@ -228,6 +233,10 @@ def _(ns, n, g, idx):
 def _max_min(name, full, argf):
     def f(input, dim=None, keepdim=False, *, other=None):  # noqa: A002
         x = check_tensor(input, name)
+        if other is not None:            # max(x, other=y), as max(x, y)
+            if dim is not None:
+                raise TypeError(f"{name}: give either dim or other, not both")
+            dim = other
         if isinstance(dim, Tensor):
             from . import elementwise
             return (elementwise.maximum if name == "max" else elementwise.minimum)(x, dim)

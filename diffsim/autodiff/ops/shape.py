@@ -305,8 +305,9 @@ def cat(tensors, dim=0):
         if t.ndim != ref.ndim or t.shape[:d] + t.shape[d + 1:] != ref.shape[:d] + ref.shape[d + 1:]:
             raise RuntimeError(f"cat: sizes of tensors must match except in dimension {d}; got shapes "
                                f"{[list(u.shape) for u in tensors]}")
-    if len(tensors) == 1:
-        return tensors[0]
+    if len(tensors) == 1:            # a new tensor, as in PyTorch (not an alias of the input)
+        from .elementwise import clone
+        return clone(tensors[0])
     return apply(_cat, tuple(tensors), {"dim": d, "sizes": tuple(t.shape[d] for t in tensors)})
 
 
@@ -391,7 +392,14 @@ def chunk(input, chunks, dim=0):  # noqa: A002
     return split(x, -(-n // chunks), dim)
 
 
-_select = defop("select", lambda x, index, in_shape: x[index], view=True)
+def _basic_view(x, index):
+    """``x[index]`` for a basic index, always a view: numpy gives a scalar (a copy) when every dim
+    is indexed by an int, ``x[index + (...,)]`` a 0-d view (so ``x[0].fill_(1)`` writes into x)."""
+    r = x[index]
+    return r if type(r) is type(x) else x[index + (Ellipsis,)]
+
+
+_select = defop("select", lambda x, index, in_shape: _basic_view(x, index), view=True)
 _select.defvjp(lambda ns, n, g: (ns.index_put_into(n.attrs["in_shape"], n.attrs["index"], g, False),))
 
 
@@ -416,7 +424,8 @@ def unbind(input, dim=0):  # noqa: A002
 
 # ------------------------------------------------------------------ flip / roll / repeat / tile
 
-_flip = defop("flip", lambda x, dims: np.flip(x, dims))
+# a copy, as in PyTorch (np.flip is a view that an in-place change of x would silently alter)
+_flip = defop("flip", lambda x, dims: np.flip(x, dims).copy())
 _flip.defvjp(lambda ns, n, g: (ns.flip(g, n.attrs["dims"]),))
 
 
@@ -539,8 +548,14 @@ def triu(input, diagonal=0):  # noqa: A002
     return apply(_triu, (x,), {"diagonal": diagonal})
 
 
-_diagonal = defop("diagonal", lambda x, offset, dim1, dim2, in_shape: np.diagonal(x, offset, dim1, dim2),
-                  view=True)
+def _diagonal_fwd(x, offset, dim1, dim2, in_shape):
+    d = np.diagonal(x, offset, dim1, dim2)
+    if type(d) is np.ndarray and not d.flags.writeable and x.flags.writeable:
+        d.flags.writeable = True     # a writable view, as in PyTorch (A.diagonal().add_(eps))
+    return d
+
+
+_diagonal = defop("diagonal", _diagonal_fwd, view=True)
 
 
 @_diagonal.defvjp
