@@ -62,7 +62,7 @@ def _run(fn, specs, arrays, device):
     return out.detach().cpu().numpy(), [None if g is None else g.cpu().numpy() for g in grads]
 
 
-def compare(fn, specs, device=None, seed=0, rtol=RTOL, atol=ATOL):
+def check_matches_cpu(fn, specs, device=None, seed=0, rtol=RTOL, atol=ATOL):
     device = device or DEVICE
     rng = np.random.default_rng(seed)
     arrays = [_make(s, rng) for s in specs]
@@ -162,7 +162,7 @@ OPS = {
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_op_matches_cpu(name):
     fn, specs = OPS[name]
-    compare(fn, specs)
+    check_matches_cpu(fn, specs)
 
 
 @cuda

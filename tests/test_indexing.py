@@ -664,7 +664,7 @@ def test_shape_and_argument_errors():
 
 # ---------------------------------------------------------------- against torch
 
-def _torch_compare(torch, fn, shapes_, seed=0):
+def check_matches_torch(torch, fn, shapes_, seed=0):
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal(s) for s in shapes_]
     d_in = [_leaf(a) for a in arrays]
@@ -685,7 +685,7 @@ def test_matches_torch(name, fn, shp):
     torch = pytest.importorskip("torch")
     if name.endswith("bigsrc"):
         pytest.skip("torch's own backward fails when src is larger than index (shape error)")
-    _torch_compare(torch, fn, shp)
+    check_matches_torch(torch, fn, shp)
 
 
 @pytest.mark.parametrize("case", range(6))
@@ -698,9 +698,9 @@ def test_matches_torch_random(case):
     idx = rng.integers(0, shape[d], ishape)
     sel = rng.integers(0, shape[d], 4)
     ids = rng.integers(0, 3, shape[0])
-    _torch_compare(torch, lambda L, x: L.gather(x, d, L.tensor(idx)), [shape], case)
-    _torch_compare(torch, lambda L, x, s: L.scatter_add(x, d, L.tensor(idx), s), [shape, ishape], case)
-    _torch_compare(torch, lambda L, x: L.index_select(x, d, L.tensor(sel)), [shape], case)
+    check_matches_torch(torch, lambda L, x: L.gather(x, d, L.tensor(idx)), [shape], case)
+    check_matches_torch(torch, lambda L, x, s: L.scatter_add(x, d, L.tensor(idx), s), [shape, ishape], case)
+    check_matches_torch(torch, lambda L, x: L.index_select(x, d, L.tensor(sel)), [shape], case)
     # segment_sum is index_add into zeros in torch
     data = rng.standard_normal(shape)
     ref = torch.zeros((3,) + shape[1:], dtype=torch.float64).index_add(0, torch.tensor(ids), torch.tensor(data))
@@ -708,7 +708,7 @@ def test_matches_torch_random(case):
                                rtol=1e-12, atol=1e-12)
     mask = rng.random(shape) > 0.5
     np.testing.assert_array_equal(ds.nonzero(ds.tensor(mask)).numpy(), torch.nonzero(torch.tensor(mask)).numpy())
-    _torch_compare(torch, lambda L, x: L.masked_select(x, L.tensor(mask)), [shape], case)
+    check_matches_torch(torch, lambda L, x: L.masked_select(x, L.tensor(mask)), [shape], case)
 
 
 @pytest.mark.cuda

@@ -533,3 +533,14 @@ def test_diagonal_is_a_writable_view():
     B = ds.ones(3).expand(3, 3)    # a read-only base stays read-only
     with pytest.raises(RuntimeError):
         B.diagonal().add_(1.0)
+
+
+def test_contiguous():
+    x = ds.arange(6.0, dtype=ds.float64).reshape(2, 3).requires_grad_()
+    assert x.is_contiguous() and x.contiguous() is x
+    t = x.T
+    assert not t.is_contiguous()
+    c = t.contiguous()
+    assert c.is_contiguous() and np.array_equal(c.detach().numpy(), t.detach().numpy())
+    (c * ds.arange(6.0, dtype=ds.float64).reshape(3, 2)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.arange(6.0).reshape(3, 2).T)

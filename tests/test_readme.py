@@ -31,4 +31,5 @@ def test_property_test_example_runs():
     pytest.importorskip("hypothesis")
     ns = {}
     exec(compile(BLOCKS[2], "README-hypothesis", "exec"), ns)
-    ns["test_energy_gradient"]()
+    check_energy_gradient = ns["test_energy_gradient"]     # asserts gradcheck on each example
+    check_energy_gradient()

@@ -622,3 +622,19 @@ def diag(input, diagonal=0):  # noqa: A002
     if x.ndim == 2:
         return globals()["diagonal"](x, diagonal)
     raise RuntimeError(f"diag: expected a 1-d or 2-d tensor, got shape {list(x.shape)}")
+
+
+@method()
+def contiguous(input):  # noqa: A002
+    """``input`` itself if its memory is C-contiguous, else a contiguous copy (in the graph)."""
+    x = check_tensor(input, "contiguous")
+    if x._data.flags.c_contiguous:
+        return x
+    from .elementwise import clone
+    return clone(x)
+
+
+@method()
+def is_contiguous(input):  # noqa: A002
+    """True if the tensor's memory is C-contiguous."""
+    return bool(check_tensor(input, "is_contiguous")._data.flags.c_contiguous)
