@@ -8,7 +8,6 @@ import numpy as np
 from .. import dtypes
 from ..tensor import Tensor, _dim
 
-METHODS = {}
 
 
 def method(*names):

@@ -471,7 +471,7 @@ bitwise_and = _nondiff("bitwise_and", lambda a, b: a & b, 2)
 bitwise_or = _nondiff("bitwise_or", lambda a, b: a | b, 2)
 bitwise_xor = _nondiff("bitwise_xor", lambda a, b: a ^ b, 2)
 bitwise_not = _nondiff("bitwise_not", lambda x: ~x)
-greater, greater_equal, less, less_equal, equal_elementwise, not_equal = gt, ge, lt, le, eq, ne
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 for _n in ("isnan", "isinf", "isfinite", "logical_not", "eq", "ne", "lt", "le", "gt", "ge",
            "logical_and", "logical_or", "logical_xor", "bitwise_not"):
