@@ -30,7 +30,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:            # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-WORKLOADS = ("opchain", "large_arrays", "checkpoint_memory")
+WORKLOADS = ("opchain", "large_arrays", "checkpoint_memory", "data_loading")
 
 
 def _run_opchain(mod, quick):
@@ -50,7 +50,12 @@ def _run_checkpoint(mod, quick):
     return mod.run()
 
 
-RUNNERS = {"opchain": _run_opchain, "large_arrays": _run_large, "checkpoint_memory": _run_checkpoint}
+def _run_data_loading(mod, quick):
+    return mod.run(quick=quick)
+
+
+RUNNERS = {"opchain": _run_opchain, "large_arrays": _run_large, "checkpoint_memory": _run_checkpoint,
+           "data_loading": _run_data_loading}
 
 
 def normalize(row):

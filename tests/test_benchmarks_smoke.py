@@ -116,3 +116,16 @@ def test_runner_quick_checkpoint_memory_when_present(bench, capsys):
     assert rows
     for r in rows:
         run.normalize(r)
+
+
+# ------------------------------------------------------------------ data loading
+
+def test_data_loading_runs_and_loses_no_samples(bench):
+    dl = bench("data_loading")
+    rows = dl.run(n_batches=4, item_ms=0.0, with_torch=False)   # raises if a sample is lost
+    _check_rows(rows)
+    assert rows[0]["baseline"] == "diffsim num_workers=0"
+    it = iter(dl.DataLoader(dl.SlowDataset(3 * dl.BATCH, item_ms=0.0), batch_size=dl.BATCH,
+                            num_workers=2))
+    x, y = next(it)
+    assert x.shape == (dl.BATCH, dl.FEATURES) and y.tolist() == [i % 10 for i in range(dl.BATCH)]

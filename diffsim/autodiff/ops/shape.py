@@ -323,7 +323,16 @@ def stack(tensors, dim=0):
             raise RuntimeError(f"stack: expects each tensor to be equal size, got shapes "
                                f"{[list(u.shape) for u in tensors]}")
     d = norm_dim(dim, len(shp) + 1, "stack")
-    return cat([unsqueeze(t, d) for t in tensors], d)
+    return apply(_stack, tuple(tensors), {"dim": d})
+
+
+_stack = defop("stack", lambda *arrays, dim: get_xp(arrays[0]).stack(arrays, axis=dim))
+
+
+@_stack.defvjp
+def _(ns, n, g):
+    lead = (slice(None),) * n.attrs["dim"]
+    return tuple(None if e is None else ns.getitem(g, lead + (i,)) for i, e in enumerate(n.edges))
 
 
 def hstack(tensors):
