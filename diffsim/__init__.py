@@ -7,7 +7,7 @@ subpackages.
 from .autodiff import *  # noqa: F401,F403
 from .autodiff import _ops_all, autograd, bool, cuda, dtypes  # noqa: F401
 from . import testing  # noqa: F401,E402  (ds.testing.gradcheck; hypothesis loads lazily)
-from . import data, io, optim  # noqa: F401,E402
+from . import data, io, nn, optim  # noqa: F401,E402
 from .io import load, save  # noqa: F401,E402
 
 __version__ = "0.1.0"

@@ -129,3 +129,20 @@ def test_data_loading_runs_and_loses_no_samples(bench):
                             num_workers=2))
     x, y = next(it)
     assert x.shape == (dl.BATCH, dl.FEATURES) and y.tolist() == [i % 10 for i in range(dl.BATCH)]
+
+
+# ------------------------------------------------------------------ W3 mlp and the CNN step
+
+def test_mlp_diffsim_matches_hand_written_numpy(bench):
+    mlp = bench("mlp")
+    X, Y, params = mlp.make_data()
+    _, loss_ds = mlp.run_diffsim(X, Y, params, 5)
+    _, loss_np = mlp.run_numpy(X, Y, params, 5)
+    assert abs(loss_ds - loss_np) < 1e-5 * max(1.0, abs(loss_np))
+
+
+def test_mlp_and_cnn_rows(bench):
+    rows = bench("mlp").run(steps=3, repeats=1)     # raises if the final losses disagree
+    _check_rows(rows)
+    rows = bench("cnn_step").run(batch=4, steps=1)  # raises if torch's first loss disagrees
+    assert rows and rows[0]["diffsim_s"] > 0

@@ -8,12 +8,19 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
+def block(marker):
+    """The README code block containing ``marker``."""
+    found = [b for b in BLOCKS if marker in b]
+    assert len(found) == 1, marker
+    return found[0]
+
+
 def test_readme_has_quickstart():
     assert BLOCKS and "backward()" in BLOCKS[0]
 
 
 def test_quickstart_runs(capsys):
-    exec(compile(BLOCKS[0], "README-quickstart", "exec"), {})
+    exec(compile(block("k.grad"), "README-quickstart", "exec"), {})
     out = capsys.readouterr().out
     assert "tensor(" in out
 
@@ -22,7 +29,7 @@ def test_adding_an_op_example_runs():
     import diffsim as ds
     from diffsim.testing import gradcheck
     ns = {"x": ds.tensor([0.5, -1.0], dtype=ds.float64, requires_grad=True)}
-    code = BLOCKS[1].replace('defop("softplus"', 'defop("softplus_readme_example"')
+    code = block("defvjp").replace('defop("softplus"', 'defop("softplus_readme_example"')
     exec(compile(code, "README-op", "exec"), ns)
     assert gradcheck(lambda t: ns["apply"](ns["softplus"], (t,)), (ns["x"],))
 
@@ -30,6 +37,13 @@ def test_adding_an_op_example_runs():
 def test_property_test_example_runs():
     pytest.importorskip("hypothesis")
     ns = {}
-    exec(compile(BLOCKS[2], "README-hypothesis", "exec"), ns)
+    exec(compile(block("@given"), "README-hypothesis", "exec"), ns)
     check_energy_gradient = ns["test_energy_gradient"]     # asserts gradcheck on each example
     check_energy_gradient()
+
+
+def test_training_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    exec(compile(block("DataLoader"), "README-training", "exec"), ns)
+    assert ns["loss"].item() < 0.05 and (tmp_path / "ckpt.h5").exists()

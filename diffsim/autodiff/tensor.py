@@ -347,7 +347,10 @@ class Tensor:
     # ------------------------------------------------------------ repr
     def __repr__(self):
         a = backend.to_numpy(self._data)
+        fixed = a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a) & (a == np.round(a))
+                                                            | ~np.isfinite(a))
         body = np.array2string(a, separator=", ", prefix="tensor(", precision=4,
+                               floatmode="fixed" if fixed else "maxprec_equal",
                                threshold=1000, edgeitems=3, max_line_width=88)
         extra = [f"dtype={self.dtype.name}", f"device='{self.device}'"]
         if self.grad_fn is not None:

@@ -268,7 +268,7 @@ def _sigmoid_fwd(x):
 
 sigmoid = _unary("sigmoid", _sigmoid_fwd, lambda ns, n, g, out: (g * out * (1 - out),), save=(),
                  save_output=True)
-relu = _unary("relu", lambda x: np.maximum(x, 0), lambda ns, n, g, out: (ns.where(out > 0, g, 0 * g),),
+relu = _unary("relu", lambda x: np.maximum(x, 0), lambda ns, n, g, out: (g * (out > 0),),
               save=(), save_output=True, float_only=False)
 reciprocal = _unary("reciprocal", lambda x: 1 / x, lambda ns, n, g, out: (-g * out * out,), save=(),
                     save_output=True)

@@ -1,0 +1,1 @@
+"""Layer modules, one family per file."""
