@@ -17,7 +17,7 @@ import diffsim.io as dio
 from diffsim.io import LoadError
 
 
-def _eq(a, b):
+def check_equal(a, b):
     """Deep equality that also checks types, dtypes, shapes and key order."""
     assert type(a) is type(b), (type(a), type(b))
     if isinstance(a, ds.Tensor):
@@ -31,11 +31,11 @@ def _eq(a, b):
         assert list(a.keys()) == list(b.keys())
         assert [type(k) for k in a] == [type(k) for k in b]
         for k in a:
-            _eq(a[k], b[k])
+            check_equal(a[k], b[k])
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
         for x, y in zip(a, b):
-            _eq(x, y)
+            check_equal(x, y)
     elif isinstance(a, float) and np.isnan(a):
         assert np.isnan(b)
     else:
@@ -58,7 +58,7 @@ def test_tensor_roundtrip_dtypes_shapes(tmp_path, dtype, shape):
     a = np.asarray(a)
     t = ds.from_numpy(a)
     out = _roundtrip(t, tmp_path)
-    _eq(t, out)
+    check_equal(t, out)
 
 
 def test_large_tensor_is_chunked_and_compressed(tmp_path):
@@ -71,7 +71,7 @@ def test_large_tensor_is_chunked_and_compressed(tmp_path):
             b, s = f["root/0"], f["root/1"]
             assert b.chunks is not None and s.chunks is None
             assert b.compression == ({"gzip": "gzip", "lzf": "lzf", None: None, 3: "gzip"}[comp])
-        _eq({"big": big, "small": small}, dio.load(p))
+        check_equal({"big": big, "small": small}, dio.load(p))
     with pytest.raises(ValueError, match="compression"):
         dio.save(big, p, compression="zstd")
 
@@ -95,7 +95,7 @@ def test_python_values_and_numpy(tmp_path):
            np.float32(2.5), np.int64(-3), np.bool_(True), np.arange(5, dtype=np.uint16),
            np.array([1 + 2j, 3 - 1j]), np.zeros((2, 0)), np.array(7.0), (), [], {}, (1, (2, [3]))]
     out = _roundtrip(obj, tmp_path)
-    _eq(obj, out)
+    check_equal(obj, out)
     assert type(out[17]) is np.float32 and type(out[19]) is np.bool_
     assert out[22].shape == (2, 0) and out[23].shape == ()
     assert str(out[12]) == "-0.0"
@@ -114,7 +114,7 @@ def test_lists_of_numbers_are_packed(tmp_path):
         assert f["root/2"].attrs["kind"] == "bool_tuple" and f["root/3"].attrs["kind"] == "float_tuple"
         assert f["root/4"].attrs["kind"] == "list" and f["root/5"].attrs["kind"] == "list"
     out = dio.load(p)
-    _eq(obj, out)
+    check_equal(obj, out)
     assert [type(v) for v in out["mixed"]] == [bool, int, float]
     assert out["same"] is out["losses"]
 
@@ -131,7 +131,7 @@ def test_nested_keys_types_and_order(tmp_path):
     out = _roundtrip(d, tmp_path)
     assert type(out) is collections.OrderedDict
     assert type(out["a"]) is dict
-    _eq(d, out)
+    check_equal(d, out)
     assert list(out["a"].keys()) == [10, "10", 2]
     assert list(out["a"][2].keys()) == [1, 0]
 
@@ -168,7 +168,7 @@ def test_optimizer_like_state_dict(tmp_path):
     ckpt = {"model": {"w": params[0], "b": params[1]}, "optimizer": opt, "epoch": 5,
             "losses": [0.5, 0.25], "rng": np.random.default_rng(0).integers(0, 2 ** 32, 8, dtype=np.uint32)}
     out = _roundtrip(ckpt, tmp_path)
-    _eq(ckpt, out)
+    check_equal(ckpt, out)
     assert set(out["optimizer"]["state"]) == {0, 1}
     assert out["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
 
@@ -306,7 +306,7 @@ def test_exception_during_save_keeps_old_file(tmp_path, monkeypatch):
         dio.save({"a": ds.zeros(300, 300), "b": ds.zeros(5), "c": ds.zeros(5)}, p)
     assert p.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["ckpt.h5"]
-    _eq(old, dio.load(p))
+    check_equal(old, dio.load(p))
     # a TypeError discovered halfway also leaves nothing behind
     monkeypatch.undo()
     with pytest.raises(TypeError):
@@ -576,7 +576,7 @@ def test_real_module_and_optimizer_state_dicts(tmp_path):
     opt2.load_state_dict(ck["optimizer"])
     x = ds.randn(3, 4)
     np.testing.assert_array_equal(model(x).detach().numpy(), model2(x).detach().numpy())
-    _eq(opt.state_dict()["param_groups"], opt2.state_dict()["param_groups"])
+    check_equal(opt.state_dict()["param_groups"], opt2.state_dict()["param_groups"])
 
 
 def test_trajectory_memory_bounded_and_no_references(tmp_path):
