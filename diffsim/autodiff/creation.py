@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from . import backend, dtypes
-from .backend import Device, get_xp, is_array
+from .backend import Device, is_array
 from .tensor import Tensor
 
 

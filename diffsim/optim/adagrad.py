@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..autodiff.backend import get_xp
-from ..autodiff.grad_mode import enable_grad
-from .optimizer import Optimizer, _check_number, _grad_array, _scalar, _zeros_like_param
+from .optimizer import Optimizer, _directed_grad, _eval_closure, _check_number, _grad_array, _scalar, _zeros_like_param
 
 __all__ = ["Adagrad"]
 
@@ -53,10 +52,7 @@ class Adagrad(Optimizer):
     def step(self, closure=None):
         """One Adagrad step for every parameter with a gradient. ``closure`` (optional)
         re-evaluates the loss with gradients enabled; its value is returned."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _eval_closure(closure)
         state = self.state
         for group in self.param_groups:
             lr = _scalar(group["lr"])
@@ -75,12 +71,7 @@ class Adagrad(Optimizer):
                     st["step"] = 0
                     st["sum"] = _zeros_like_param(p, group["initial_accumulator_value"])
                 step = st["step"] = st["step"] + 1
-                if maximize:
-                    g = xp.negative(g)
-                if wd != 0:
-                    t = xp.multiply(d, wd)
-                    t += g
-                    g = t
+                g = _directed_grad(g, d, xp, maximize, wd)
                 clr = lr / (1 + (step - 1) * lr_decay)
                 s = st["sum"]._data
                 tmp = xp.multiply(g, g)                  # s += g * g

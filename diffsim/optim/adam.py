@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..autodiff.backend import get_xp
-from ..autodiff.grad_mode import enable_grad
-from .optimizer import Optimizer, _check_number, _grad_array, _scalar, _zeros_like_param
+from .optimizer import Optimizer, _directed_grad, _eval_closure, _check_number, _grad_array, _scalar, _zeros_like_param
 
 __all__ = ["Adam", "AdamW"]
 
@@ -63,10 +62,7 @@ class Adam(Optimizer):
     def step(self, closure=None):
         """One Adam step for every parameter with a gradient. ``closure`` (optional) re-evaluates
         the loss with gradients enabled; its value is returned."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _eval_closure(closure)
         state = self.state
         for group in self.param_groups:
             lr = _scalar(group["lr"])
@@ -91,15 +87,9 @@ class Adam(Optimizer):
                     if amsgrad:
                         st["max_exp_avg_sq"] = _zeros_like_param(p)
                 step = st["step"] = st["step"] + 1
-                if maximize:
-                    g = xp.negative(g)
-                if wd != 0:
-                    if decoupled:
-                        xp.multiply(d, 1 - lr * wd, out=d)
-                    else:
-                        t = xp.multiply(d, wd)
-                        t += g
-                        g = t
+                if decoupled and wd != 0:
+                    xp.multiply(d, 1 - lr * wd, out=d)
+                g = _directed_grad(g, d, xp, maximize, 0 if decoupled else wd)
                 m = st["exp_avg"]._data
                 v = st["exp_avg_sq"]._data
                 tmp = xp.empty_like(d)

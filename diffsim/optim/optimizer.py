@@ -375,6 +375,27 @@ def _grad_array(p, opt):
     return gd
 
 
+def _eval_closure(closure):
+    """Run ``closure`` with gradients enabled (``step`` itself runs under no_grad); its loss."""
+    if closure is None:
+        return None
+    from ..autodiff.grad_mode import enable_grad
+    with enable_grad():
+        return closure()
+
+
+def _directed_grad(g, d, xp, maximize, weight_decay):
+    """The gradient an update uses: negated when maximizing, plus ``weight_decay * d`` (L2,
+    coupled weight decay). Never modifies ``g`` in place."""
+    if maximize:
+        g = xp.negative(g)
+    if weight_decay != 0:
+        t = xp.multiply(d, weight_decay)
+        t += g
+        g = t
+    return g
+
+
 def _zeros_like_param(p, fill=0.0):
     d = p._data
     xp = backend.get_xp(d)

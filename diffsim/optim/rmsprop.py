@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from ..autodiff.backend import get_xp
-from ..autodiff.grad_mode import enable_grad
 from .adam import _lerp_
-from .optimizer import Optimizer, _check_number, _grad_array, _scalar, _zeros_like_param
+from .optimizer import Optimizer, _directed_grad, _eval_closure, _check_number, _grad_array, _scalar, _zeros_like_param
 
 __all__ = ["RMSprop"]
 
@@ -49,10 +48,7 @@ class RMSprop(Optimizer):
     def step(self, closure=None):
         """One RMSprop step for every parameter with a gradient. ``closure`` (optional)
         re-evaluates the loss with gradients enabled; its value is returned."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _eval_closure(closure)
         state = self.state
         for group in self.param_groups:
             lr = _scalar(group["lr"])
@@ -77,12 +73,7 @@ class RMSprop(Optimizer):
                     if centered:
                         st["grad_avg"] = _zeros_like_param(p)
                 st["step"] += 1
-                if maximize:
-                    g = xp.negative(g)
-                if wd != 0:
-                    t = xp.multiply(d, wd)
-                    t += g
-                    g = t
+                g = _directed_grad(g, d, xp, maximize, wd)
                 s = st["square_avg"]._data
                 tmp = xp.multiply(g, 1 - alpha)              # s = alpha * s + (1 - alpha) * g * g
                 tmp *= g

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..autodiff.backend import get_xp
-from ..autodiff.grad_mode import enable_grad
-from .optimizer import Optimizer, _buffer, _check_number, _grad_array, _scalar
+from .optimizer import Optimizer, _directed_grad, _eval_closure, _buffer, _check_number, _grad_array, _scalar
 
 __all__ = ["SGD"]
 
@@ -48,10 +47,7 @@ class SGD(Optimizer):
     def step(self, closure=None):
         """One SGD step for every parameter with a gradient. ``closure`` (optional) re-evaluates
         the loss with gradients enabled; its value is returned."""
-        loss = None
-        if closure is not None:
-            with enable_grad():
-                loss = closure()
+        loss = _eval_closure(closure)
         state = self.state
         for group in self.param_groups:
             lr = _scalar(group["lr"])
@@ -66,12 +62,7 @@ class SGD(Optimizer):
                     continue
                 d = p._data
                 xp = get_xp(d)
-                if maximize:
-                    g = xp.negative(g)
-                if wd != 0:
-                    t = xp.multiply(d, wd)
-                    t += g
-                    g = t
+                g = _directed_grad(g, d, xp, maximize, wd)
                 if momentum != 0:
                     st = state[p]
                     buf = st.get("momentum_buffer")
