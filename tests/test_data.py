@@ -501,3 +501,15 @@ def test_collate_keeps_the_graph_of_tensors_that_require_grad():
     (xb,) = next(iter(DataLoader(TensorDataset(x), batch_size=3)))
     (xb * xb).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), 2 * x.detach().numpy())
+
+
+def test_shuffled_loader_over_an_empty_dataset():
+    # shuffle=True over an empty dataset gives an empty epoch (as shuffle=False does), not a
+    # ZeroDivisionError from the sampler
+    empty = TensorDataset(ds.zeros(0, 2))
+    for num_workers in (0, 2):
+        loader = DataLoader(empty, batch_size=2, shuffle=True, num_workers=num_workers)
+        assert len(loader) == 0 and list(loader) == []
+    assert list(RandomSampler(empty)) == []
+    with pytest.raises(ValueError, match="empty"):
+        list(RandomSampler(empty, replacement=True, num_samples=3))

@@ -559,6 +559,18 @@ def test_trajectory_scalar_and_empty_fields(tmp_path):
     r.close()
 
 
+def test_trajectory_numpy_scalars_keep_their_dtype(tmp_path):
+    # a numpy scalar is a 0-d array of its dtype, not a Python number (float32 stayed float64)
+    p = tmp_path / "s.h5"
+    with dio.TrajectoryWriter(p) as w:
+        for i in range(3):
+            w.append(f32=np.float32(i), i32=np.int32(i), u8=np.uint8(i), b=np.bool_(i % 2), f=float(i))
+    r = dio.read_trajectory(p)
+    assert r["f32"].dtype == ds.float32 and r["i32"].dtype == ds.int32 and r["u8"].dtype == ds.uint8
+    assert r["b"].dtype == ds.bool and r["f"].dtype == ds.float64
+    assert r["f32"].tolist() == [0, 1, 2] and r["b"].tolist() == [False, True, False]
+
+
 def test_real_module_and_optimizer_state_dicts(tmp_path):
     """With diffsim.nn/optim present: a checkpoint restores a model and its Adam state."""
     nn = pytest.importorskip("diffsim.nn")

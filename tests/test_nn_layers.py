@@ -1050,3 +1050,104 @@ def test_layers_on_cuda_match_cpu():
                                              list(net.parameters()) + list(mha.parameters()) + list(emb.parameters())])
     for a, b in zip(outs[0] + grads[0], outs[1] + grads[1]):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("make, shape, out_shape", [
+    (lambda: nn.Conv1d(4, 2, 3, groups=2), (0, 4, 5), (0, 2, 3)),
+    (lambda: nn.Conv2d(3, 2, 3), (0, 3, 5, 5), (0, 2, 3, 3)),
+    (lambda: nn.ConvTranspose2d(3, 2, 3), (0, 3, 5, 5), (0, 2, 7, 7)),
+    (lambda: nn.MaxPool1d(2), (0, 3, 4), (0, 3, 2)),
+    (lambda: nn.MaxPool2d(2), (0, 3, 4, 4), (0, 3, 2, 2)),
+    (lambda: nn.AdaptiveMaxPool2d(2), (0, 3, 4, 4), (0, 3, 2, 2)),
+    (lambda: nn.GroupNorm(1, 3), (0, 3, 2), (0, 3, 2)),
+    (lambda: nn.BatchNorm1d(3), (0, 3), (0, 3)),
+    (lambda: nn.BatchNorm2d(3), (0, 3, 2, 2), (0, 3, 2, 2)),
+])
+def test_layers_accept_an_empty_batch(make, shape, out_shape):
+    # as in PyTorch, a batch of 0 samples gives an empty output and zero parameter gradients
+    m = make().double()
+    x = ds.zeros(*shape, dtype=ds.float64, requires_grad=True)
+    y = m(x)
+    assert tuple(y.shape) == out_shape
+    y.sum().backward()
+    assert tuple(x.grad.shape) == shape
+    for p in m.parameters():
+        assert p.grad is not None and tuple(p.grad.shape) == tuple(p.shape)
+        assert not npy(p.grad).any()
+
+
+def test_deepcopy_of_a_module():
+    # copy.deepcopy(model) (best-model snapshots, EMA/target networks) works as in PyTorch:
+    # independent Parameters (shared ones stay shared), buffers copied, no .grad carried over
+    import copy
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    b.weight = a.weight
+    m = nn.Sequential(a, b, nn.BatchNorm1d(2))
+    m(ds.randn(4, 2)).sum().backward()
+    m2 = copy.deepcopy(m)
+    assert isinstance(m2[0].weight, nn.Parameter) and m2[0].weight.requires_grad
+    assert m2[0].weight is not m[0].weight and m2[0].weight is m2[1].weight
+    assert m2[2].running_mean is not m[2].running_mean
+    np.testing.assert_array_equal(npy(m2[2].running_mean), npy(m[2].running_mean))
+    assert m2[0].weight.grad is None and len(list(m2.parameters())) == len(list(m.parameters()))
+    before = npy(m[0].weight).copy()
+    with ds.no_grad():
+        m2[0].weight.fill_(3.0)
+    np.testing.assert_array_equal(npy(m[0].weight), before)
+    frozen = copy.deepcopy(nn.Parameter(ds.ones(2, dtype=ds.float64), requires_grad=False))
+    assert isinstance(frozen, nn.Parameter) and frozen.dtype == ds.float64 and not frozen.requires_grad
+
+
+def test_batchnorm_training_on_an_empty_batch_keeps_running_stats():
+    m = nn.BatchNorm1d(3).double()
+    m(ds.randn(5, 3, dtype=ds.float64))
+    mean, var = npy(m.running_mean).copy(), npy(m.running_var).copy()
+    assert tuple(m(ds.zeros(0, 3, dtype=ds.float64)).shape) == (0, 3)
+    np.testing.assert_array_equal(npy(m.running_mean), mean)
+    np.testing.assert_array_equal(npy(m.running_var), var)
+    assert m.num_batches_tracked.item() == 2          # counted, as in PyTorch
+
+
+def test_dropout_and_prelu_on_0d_inputs():
+    # 0-d inputs keep their shape (dropout's mask was a numpy scalar, not an array, and
+    # PReLU's [1]-shaped weight broadcast a 0-d input to [1]), as in PyTorch
+    ds.manual_seed(0)
+    for f in (lambda x: F.dropout(x, 0.5), lambda x: nn.Dropout(0.3)(x),
+              lambda x: F.alpha_dropout(x, 0.5, True)):
+        x = ds.tensor(2.0, dtype=ds.float64, requires_grad=True)
+        y = f(x)
+        assert y.shape == () and y.dtype == ds.float64
+        y.backward()
+        assert x.grad.shape == ()
+    m = nn.PReLU()
+    x = ds.tensor(-2.0, requires_grad=True)
+    y = m(x)
+    assert y.shape == () and y.item() == pytest.approx(-0.5)
+    y.backward()
+    assert m.weight.grad.shape == (1,) and m.weight.grad.tolist() == [-2.0]
+
+
+def test_hard_activations_gradient_at_the_kinks():
+    # PyTorch's hardtanh/relu6/hardsigmoid pass no gradient at the clamp ends (clamp does)
+    x = ds.tensor([-3.0, -1.0, 0.0, 1.0, 3.0, 6.0], dtype=ds.float64, requires_grad=True)
+    expected = {
+        "hardtanh": [0, 0, 1, 0, 0, 0],
+        "relu6": [0, 0, 0, 1, 1, 0],
+        "hardsigmoid": [0, 1 / 6, 1 / 6, 1 / 6, 0, 0],
+        "hardswish": [0, 1 / 6, 0.5, 5 / 6, 1, 1],
+    }
+    for name, want in expected.items():
+        x.grad = None
+        getattr(F, name)(x).sum().backward()
+        np.testing.assert_allclose(npy(x.grad), want, err_msg=name)
+    assert gradcheck(F.hardswish, (t64(RNG.normal(size=8) * 3, True),))
+
+
+def test_linear_with_zero_in_features():
+    # as PyTorch: kaiming init of a zero-element weight warns and is a no-op (it divided by 0)
+    with pytest.warns(UserWarning, match="zero-element"):
+        m = nn.Linear(0, 2)
+    y = m(ds.zeros(4, 0))
+    assert tuple(y.shape) == (4, 2) and not npy(y).any()
+    with pytest.warns(UserWarning, match="zero-element"):
+        nn.init.kaiming_normal_(ds.empty(0, 3))

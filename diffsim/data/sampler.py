@@ -74,6 +74,11 @@ class RandomSampler(Sampler):
             generator = _random.Generator().manual_seed(seed)
         else:
             generator = self.generator
+        if n == 0:
+            if self.replacement and self.num_samples > 0:
+                raise ValueError(f"RandomSampler: cannot draw {self.num_samples} samples with "
+                                 "replacement from an empty data_source")
+            return          # an empty dataset: an empty epoch, as with SequentialSampler
         if self.replacement:
             for _ in range(self.num_samples // 32):
                 yield from _random.randint(0, n, (32,), generator=generator).tolist()

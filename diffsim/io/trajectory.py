@@ -66,16 +66,14 @@ def _as_step_array(name, value):
     """One step of a field as a numpy array (a copy is made later, into the buffer)."""
     if isinstance(value, Tensor):
         return backend.to_numpy(value._data)
-    if isinstance(value, np.ndarray):
-        a = value
-    elif isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (np.ndarray, np.generic)):     # numpy scalars keep their dtype
+        a = np.asarray(value)
+    elif isinstance(value, bool):
         a = np.asarray(value, dtype=np.bool_)
     elif isinstance(value, numbers.Integral):
         a = np.asarray(value, dtype=np.int64)
     elif isinstance(value, numbers.Real):
         a = np.asarray(value, dtype=np.float64)
-    elif isinstance(value, np.generic):
-        a = np.asarray(value)
     else:
         raise TypeError(f"TrajectoryWriter.append: field {name!r} is a {type(value).__name__}; expected a "
                         "Tensor, numpy array or number")

@@ -34,5 +34,14 @@ class Parameter(Tensor):
 
     __str__ = __repr__
 
+    def __deepcopy__(self, memo):
+        # as torch.nn.Parameter: a Parameter over a copy of the values (no .grad), so that
+        # ``copy.deepcopy(module)`` works although Parameters are not picklable
+        if id(self) in memo:
+            return memo[id(self)]
+        result = type(self)(self._data.copy(), self.requires_grad)
+        memo[id(self)] = result
+        return result
+
     def __reduce_ex__(self, protocol):
         raise TypeError("Parameter: pickling is not supported; save state_dicts with ds.save")

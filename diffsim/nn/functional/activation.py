@@ -267,11 +267,18 @@ def tanh(input):
     return _ops.tanh(input)
 
 
+def _clamp_open(x, lo, hi):
+    """``clamp(x, lo, hi)`` whose gradient is 1 strictly inside ``(lo, hi)`` and 0 at the ends,
+    as PyTorch's hardtanh / relu6 / hardsigmoid / hardswish (clamp passes it at the ends)."""
+    at_or_beyond = (x <= lo) | (x >= hi)         # (False for NaN, which passes through)
+    return _ops.where(at_or_beyond, _ops.clamp(x, lo, hi).detach(), x)
+
+
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """``clamp(x, min_val, max_val)``. Shape: any."""
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
-    out = _ops.clamp(_src(input, inplace), min_val, max_val)
+    out = _clamp_open(_src(input, inplace), min_val, max_val)
     return _finish(input, out, inplace, "hardtanh_")
 
 
@@ -286,14 +293,14 @@ def relu6(input, inplace=False):
 
 def hardsigmoid(input, inplace=False):
     """``relu6(x + 3) / 6``. Shape: any."""
-    out = _ops.clamp(_src(input, inplace) + 3.0, 0.0, 6.0) / 6.0
+    out = _clamp_open(_src(input, inplace) + 3.0, 0.0, 6.0) / 6.0
     return _finish(input, out, inplace, "hardsigmoid_")
 
 
 def hardswish(input, inplace=False):
     """``x * relu6(x + 3) / 6`` (Howard et al. 2019). Shape: any."""
     s = _src(input, inplace)
-    out = s * (_ops.clamp(s + 3.0, 0.0, 6.0) / 6.0)
+    out = s * (_clamp_open(s + 3.0, 0.0, 6.0) / 6.0)
     return _finish(input, out, inplace, "hardswish_")
 
 

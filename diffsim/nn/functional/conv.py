@@ -72,7 +72,7 @@ def _w2(w, groups):
     O, Cg = w.shape[:2]
     nd = w.ndim - 2
     wt = w.transpose((0,) + tuple(range(2, 2 + nd)) + (1,))          # [O, *k, Cg]
-    return get_xp(w).ascontiguousarray(wt).reshape(groups, O // groups, -1)
+    return get_xp(w).ascontiguousarray(wt).reshape(groups, O // groups, Cg * math.prod(w.shape[2:]))
 
 
 def _conv_fwd(x, w, b, stride, pads, dil, groups):
@@ -94,7 +94,7 @@ def _conv_t_fwd(g, w, in_spatial, stride, pads, dil, groups):
     nd = len(k)
     Cg = w.shape[1]
     g = xp.ascontiguousarray(g)             # matmul takes the BLAS path only on well-strided arrays
-    cols = _w2(w, groups).transpose(0, 2, 1) @ g.reshape(N, groups, O // groups, -1)   # [N, G, K*Cg, out]
+    cols = _w2(w, groups).transpose(0, 2, 1) @ g.reshape(N, groups, O // groups, math.prod(out))   # [N, G, K*Cg, out]
     cols = cols.reshape((N, groups, math.prod(k), Cg) + out)
     Sp = tuple(s + lo + hi for s, (lo, hi) in zip(in_spatial, pads))
     gx = xp.zeros((N, groups, Cg) + Sp, cols.dtype)
@@ -115,7 +115,7 @@ def _conv_w_fwd(x, g, kshape, stride, pads, dil, groups):
     Cg = x.shape[1] // groups
     nd = len(kshape)
     cols, _ = _cols(x, kshape, stride, pads, dil, groups)      # [N, G, K*Cg, out]
-    g2 = xp.ascontiguousarray(g).reshape(N, groups, O // groups, -1)   # [N, G, Og, out]
+    g2 = xp.ascontiguousarray(g).reshape(N, groups, O // groups, math.prod(g.shape[2:]))   # [N, G, Og, out]
     gw = (g2 @ cols.swapaxes(-1, -2)).sum(0)                     # [G, Og, K*Cg]
     gw = gw.reshape((O,) + tuple(kshape) + (Cg,))
     return xp.ascontiguousarray(gw.transpose((0, nd + 1) + tuple(range(1, nd + 1))))

@@ -157,7 +157,8 @@ def _dropout_mask(input, p, shape):
     u = _random.default_generator._for(input.device).random(shape)
     keep = u >= p
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    return Tensor._make((keep * scale).astype(input._data.dtype), False, None, 0)
+    # asarray: for a 0-d input numpy's arithmetic gives a scalar, not an array
+    return Tensor._make(get_xp(u).asarray((keep * scale).astype(input._data.dtype)), False, None, 0)
 
 
 def _apply_dropout(input, p, training, inplace, shape, name):
@@ -210,7 +211,7 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
         return input * 0.0
     alpha_p = -1.7580993408473766
     u = _random.default_generator._for(input.device).random(input.shape)
-    keep = (u >= p).astype(input._data.dtype)
+    keep = get_xp(u).asarray((u >= p).astype(input._data.dtype))      # an array also when 0-d
     a = ((1 - p) * (1 + p * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * p
     kt = Tensor._make(keep, False, None, 0)

@@ -86,6 +86,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     axes = (0,) + tuple(range(2, input.ndim))
     if training:
         n = input._data.size // max(C, 1)
+        if input._data.size == 0:
+            # an empty batch: an empty output and the running stats untouched (as PyTorch)
+            y = input * 1.0
+            if weight is not None:
+                y = y * weight.reshape(bshape)
+            if bias is not None:
+                y = y + bias.reshape(bshape)
+            return y
         if n <= 1:
             raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                              f"got input size {list(input.shape)}")
@@ -153,7 +161,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     if C % num_groups:
         raise RuntimeError(f"group_norm: expected number of channels in input ({C}) to be divisible "
                            f"by num_groups ({num_groups})")
-    x = input.reshape((N, num_groups, -1))
+    per_group = C // num_groups
+    for s in input.shape[2:]:
+        per_group *= s
+    x = input.reshape((N, num_groups, per_group))
     y = _standardize_over(x, (2,), eps).reshape(input.shape)
     bshape = (1, C) + (1,) * (input.ndim - 2)
     if weight is not None:

@@ -41,8 +41,9 @@ def _call(ns, op, *args, **attrs):
 def _pick_fwd(x, idx, in_shape=None, unique=False):
     """x [N, C, *S], idx [N, C, *out] flat spatial indices -> x at idx, [N, C, *out]."""
     N, C = x.shape[:2]
-    flat = x.reshape(N, C, -1)
-    return get_xp(x).take_along_axis(flat, idx.reshape(N, C, -1), axis=2).reshape(idx.shape)
+    flat = x.reshape(N, C, math.prod(x.shape[2:]))
+    nout = math.prod(idx.shape[2:])
+    return get_xp(x).take_along_axis(flat, idx.reshape(N, C, nout), axis=2).reshape(idx.shape)
 
 
 def _scatter_fwd(g, idx, in_shape, unique=False):
@@ -52,11 +53,12 @@ def _scatter_fwd(g, idx, in_shape, unique=False):
     N, C = in_shape[:2]
     S = math.prod(in_shape[2:])
     xp = get_xp(g)
+    nout = math.prod(idx.shape[2:])
     if unique and xp is np:
         out = xp.zeros((N, C, S), g.dtype)
-        xp.put_along_axis(out, idx.reshape(N, C, -1), g.reshape(N, C, -1), axis=2)
+        xp.put_along_axis(out, idx.reshape(N, C, nout), g.reshape(N, C, nout), axis=2)
     else:
-        out = _scatter_add_array((N, C, S), 2, idx.reshape(N, C, -1), g.reshape(N, C, -1))
+        out = _scatter_add_array((N, C, S), 2, idx.reshape(N, C, nout), g.reshape(N, C, nout))
     return out.reshape(in_shape)
 
 
@@ -409,7 +411,7 @@ def _adaptive_max_nd(nd, opname, input, output_size, return_indices):  # noqa: A
     win = xd[(slice(None), slice(None)) + tuple(index)]
     perm = (0, 1) + tuple(2 + 2 * i for i in range(nd)) + tuple(3 + 2 * i for i in range(nd))
     win = win.transpose(perm)
-    win = win.reshape(win.shape[:2 + nd] + (-1,))
+    win = win.reshape(win.shape[:2 + nd] + (math.prod(win.shape[2 + nd:]),))
     isn = xp.isnan(win)
     j = xp.where(isn.any(-1), xp.argmax(isn, -1), xp.argmax(win, -1))   # first max; NaN wins
     ks = [t.shape[1] for t in tables]

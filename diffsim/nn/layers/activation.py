@@ -317,6 +317,8 @@ class PReLU(Module):
         w = self.weight
         if self.num_parameters > 1:
             w = w.reshape((self.num_parameters,) + (1,) * (input.ndim - 2))
+        else:
+            w = w.reshape(())                   # a 0-d input stays 0-d
         return _ops.where(input > 0, input, w * input)
 
     def extra_repr(self):
