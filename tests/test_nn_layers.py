@@ -1151,3 +1151,13 @@ def test_linear_with_zero_in_features():
     assert tuple(y.shape) == (4, 2) and not npy(y).any()
     with pytest.warns(UserWarning, match="zero-element"):
         nn.init.kaiming_normal_(ds.empty(0, 3))
+
+
+def test_clip_grad_norm_with_nan_gradient_propagates_nan_like_torch():
+    p = ds.nn.Parameter(ds.ones(3))
+    p.grad = ds.tensor([1.0, float("nan"), 2.0])
+    total = ds.nn.utils.clip_grad_norm_([p], 1.0)
+    assert np.isnan(total.item()) and np.isnan(p.grad.numpy()).all()
+    with pytest.raises(RuntimeError, match="non-finite"):
+        p.grad = ds.tensor([1.0, float("nan"), 2.0])
+        ds.nn.utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)

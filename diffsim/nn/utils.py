@@ -33,7 +33,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients "
                                "is non-finite; set error_if_nonfinite=False to clip anyway")
         coef = max_norm / (total + 1e-6)
-        if coef < 1:
+        if not coef >= 1:          # also when the norm is NaN: gradients become NaN, as in PyTorch
             for g in grads:
                 g._data *= coef
                 g._version[0] += 1
