@@ -25,6 +25,9 @@ How an op is defined (see ``ops/elementwise.py`` for many examples)::
   ``node.needs_input_grad`` which inputs want a gradient.
 * ``broadcast=True`` makes the engine reduce each input's gradient back to its shape.
 * A GPU kernel can replace the cupy forward of one op: ``op.cuda_fwd = kernel``.
+* A backward that is itself another registered op (conv's input gradient is a transposed
+  conv) calls it with ``call_op(ns, op, *args, **attrs)``: on raw arrays in a plain
+  backward, recorded in the graph under ``create_graph``.
 
 Every differentiable primitive goes through ``apply``, which a tracer can hook
 (``STATE.tracer``).
@@ -246,6 +249,15 @@ def _scalars_to_arrays(out, n_out):
     if n_out == 1:
         return out if backend.is_array(out) else np.asarray(out)
     return tuple(o if backend.is_array(o) else np.asarray(o) for o in out)
+
+
+def call_op(ns, op, *args, **attrs):
+    """Run ``op`` inside a backward rule: its forward on raw arrays when ``ns`` is the raw
+    namespace (plain backward), else through ``apply`` on Tensors (``create_graph``)."""
+    from .rawops import RAW_NS
+    if ns is RAW_NS:
+        return op.fwd(*args, **attrs)
+    return apply(op, args, attrs)
 
 
 def _share_base(view, base):

@@ -21,9 +21,9 @@ import math
 import numbers
 
 from ...autodiff.backend import get_xp
-from ...autodiff.function import apply, defop
-from ...autodiff.rawops import RAW_NS
+from ...autodiff.function import apply, call_op, defop
 from ...autodiff.tensor import Tensor
+from ._util import int_tuple
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
@@ -123,13 +123,6 @@ def _conv_w_fwd(x, g, kshape, stride, pads, dil, groups):
 
 # ====================================================================== ops
 
-def _call(ns, op, *args, **attrs):
-    """Run ``op`` on raw arrays (plain backward) or record it on Tensors (create_graph)."""
-    if ns is RAW_NS:
-        return op.fwd(*args, **attrs)
-    return apply(op, args, attrs)
-
-
 _conv = defop("conv", _conv_fwd, save=(0, 1))
 _conv_t = defop("conv_t", _conv_t_fwd, save=(0, 1))
 _conv_w = defop("conv_w", _conv_w_fwd, save=(0, 1))
@@ -143,8 +136,8 @@ def _geom(a):
 def _(ns, node, g, x, w):
     a = node.attrs
     need = node.needs_input_grad
-    gx = _call(ns, _conv_t, g, w, in_spatial=tuple(x.shape[2:]), **_geom(a)) if need[0] else None
-    gw = _call(ns, _conv_w, x, g, kshape=tuple(w.shape[2:]), **_geom(a)) if need[1] else None
+    gx = call_op(ns, _conv_t, g, w, in_spatial=tuple(x.shape[2:]), **_geom(a)) if need[0] else None
+    gw = call_op(ns, _conv_w, x, g, kshape=tuple(w.shape[2:]), **_geom(a)) if need[1] else None
     gb = ns.sum(g, (0,) + tuple(range(2, g.ndim))) if len(need) > 2 and need[2] else None
     return gx, gw, gb
 
@@ -153,8 +146,8 @@ def _(ns, node, g, x, w):
 def _(ns, node, h, g, w):
     a = node.attrs
     need = node.needs_input_grad
-    dg = _call(ns, _conv, h, w, None, **_geom(a)) if need[0] else None
-    dw = _call(ns, _conv_w, h, g, kshape=tuple(w.shape[2:]), **_geom(a)) if need[1] else None
+    dg = call_op(ns, _conv, h, w, None, **_geom(a)) if need[0] else None
+    dw = call_op(ns, _conv_w, h, g, kshape=tuple(w.shape[2:]), **_geom(a)) if need[1] else None
     return dg, dw
 
 
@@ -162,24 +155,12 @@ def _(ns, node, h, g, w):
 def _(ns, node, v, x, g):
     a = node.attrs
     need = node.needs_input_grad
-    dx = _call(ns, _conv_t, g, v, in_spatial=tuple(x.shape[2:]), **_geom(a)) if need[0] else None
-    dg = _call(ns, _conv, x, v, None, **_geom(a)) if need[1] else None
+    dx = call_op(ns, _conv_t, g, v, in_spatial=tuple(x.shape[2:]), **_geom(a)) if need[0] else None
+    dg = call_op(ns, _conv, x, v, None, **_geom(a)) if need[1] else None
     return dx, dg
 
 
 # ====================================================================== argument handling
-
-def _tuple(v, nd, name, opname):
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return (int(v),) * nd
-    if isinstance(v, (tuple, list)) and all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
-                                            for e in v):
-        if len(v) == 1:
-            return (int(v[0]),) * nd
-        if len(v) == nd:
-            return tuple(int(e) for e in v)
-    raise TypeError(f"{opname}: {name} must be an int or a tuple of {nd} ints, got {v!r}")
-
 
 def _shape(t):
     return list(t.shape)
@@ -211,8 +192,8 @@ def _conv_nd(nd, opname, input, weight, bias, stride, padding, dilation, groups)
     _check_common(opname, input, weight, bias, nd)
     unbatched = input.ndim == nd + 1
     x = input.unsqueeze(0) if unbatched else input
-    stride = _tuple(stride, nd, "stride", opname)
-    dil = _tuple(dilation, nd, "dilation", opname)
+    stride = int_tuple(stride, nd, "stride", opname)
+    dil = int_tuple(dilation, nd, "dilation", opname)
     if not isinstance(groups, numbers.Integral) or groups < 1:
         raise RuntimeError(f"{opname}: groups must be a positive int, got {groups!r}")
     groups = int(groups)
@@ -241,7 +222,7 @@ def _conv_nd(nd, opname, input, weight, bias, stride, padding, dilation, groups)
         else:
             raise ValueError(f"{opname}: padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
     else:
-        p = _tuple(padding, nd, "padding", opname)
+        p = int_tuple(padding, nd, "padding", opname)
         if any(v < 0 for v in p):
             raise RuntimeError(f"{opname}: padding {p} must be non-negative")
         pads = tuple((v, v) for v in p)
@@ -280,12 +261,12 @@ def _conv_transpose_nd(nd, opname, input, weight, bias, stride, padding, output_
     _check_common(opname, input, weight, bias, nd)
     unbatched = input.ndim == nd + 1
     x = input.unsqueeze(0) if unbatched else input
-    stride = _tuple(stride, nd, "stride", opname)
-    dil = _tuple(dilation, nd, "dilation", opname)
+    stride = int_tuple(stride, nd, "stride", opname)
+    dil = int_tuple(dilation, nd, "dilation", opname)
     if isinstance(padding, str):
         raise ValueError(f"{opname}: padding must be an int or a tuple of ints, got {padding!r}")
-    pad = _tuple(padding, nd, "padding", opname)
-    opad = _tuple(output_padding, nd, "output_padding", opname)
+    pad = int_tuple(padding, nd, "padding", opname)
+    opad = int_tuple(output_padding, nd, "output_padding", opname)
     if not isinstance(groups, numbers.Integral) or groups < 1:
         raise RuntimeError(f"{opname}: groups must be a positive int, got {groups!r}")
     groups = int(groups)

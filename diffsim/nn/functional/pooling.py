@@ -21,19 +21,13 @@ import numbers
 import numpy as np
 
 from ...autodiff.backend import get_xp
-from ...autodiff.function import apply, defop
-from ...autodiff.rawops import RAW_NS
+from ...autodiff.function import apply, call_op, defop
 from ...autodiff.tensor import Tensor
+from ._util import int_tuple
 
 __all__ = ["max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
            "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
            "adaptive_max_pool1d", "adaptive_max_pool2d"]
-
-
-def _call(ns, op, *args, **attrs):
-    if ns is RAW_NS:
-        return op.fwd(*args, **attrs)
-    return apply(op, args, attrs)
 
 
 # ====================================================================== gather / scatter pair
@@ -68,27 +62,15 @@ _scatter = defop("pool_scatter", _scatter_fwd, save=(1,))
 
 @_pick.defvjp
 def _(ns, node, g, idx):
-    return _call(ns, _scatter, g, idx, **node.attrs), None
+    return call_op(ns, _scatter, g, idx, **node.attrs), None
 
 
 @_scatter.defvjp
 def _(ns, node, g, idx):
-    return _call(ns, _pick, g, idx, **node.attrs), None
+    return call_op(ns, _pick, g, idx, **node.attrs), None
 
 
 # ====================================================================== argument handling
-
-def _tuple(v, nd, name, opname):
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return (int(v),) * nd
-    if isinstance(v, (tuple, list)) and all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
-                                            for e in v):
-        if len(v) == 1:
-            return (int(v[0]),) * nd
-        if len(v) == nd:
-            return tuple(int(e) for e in v)
-    raise TypeError(f"{opname}: {name} must be an int or a tuple of {nd} ints, got {v!r}")
-
 
 def _check_input(opname, input, nd):  # noqa: A002
     if not isinstance(input, Tensor):
@@ -106,11 +88,11 @@ def _check_input(opname, input, nd):  # noqa: A002
 
 
 def _pool_geometry(opname, x, nd, kernel_size, stride, padding, dilation, ceil_mode):
-    k = _tuple(kernel_size, nd, "kernel_size", opname)
+    k = int_tuple(kernel_size, nd, "kernel_size", opname)
     s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else \
-        _tuple(stride, nd, "stride", opname)
-    p = _tuple(padding, nd, "padding", opname)
-    d = _tuple(dilation, nd, "dilation", opname)
+        int_tuple(stride, nd, "stride", opname)
+    p = int_tuple(padding, nd, "padding", opname)
+    d = int_tuple(dilation, nd, "dilation", opname)
     if any(v <= 0 for v in k + s + d):
         raise RuntimeError(f"{opname}: kernel_size {k}, stride {s} and dilation {d} must be positive")
     if any(pp < 0 or pp > kk // 2 for pp, kk in zip(p, k)):
@@ -289,12 +271,12 @@ _avg_t = defop("avg_pool_t", _avg_t_fwd)
 
 @_avg.defvjp
 def _(ns, node, g):
-    return (_call(ns, _avg_t, g, **node.attrs),)
+    return (call_op(ns, _avg_t, g, **node.attrs),)
 
 
 @_avg_t.defvjp
 def _(ns, node, g):
-    return (_call(ns, _avg, g, **node.attrs),)
+    return (call_op(ns, _avg, g, **node.attrs),)
 
 
 def _avg_pool_nd(nd, opname, input, kernel_size, stride, padding, ceil_mode, count_include_pad,  # noqa: A002
