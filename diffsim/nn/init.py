@@ -188,3 +188,13 @@ def siren_uniform_(tensor, w0=30.0, is_first=False, generator=None):
     fan_in, _ = _calculate_fan_in_and_fan_out(tensor)
     bound = 1.0 / fan_in if is_first else math.sqrt(6.0 / fan_in) / w0
     return uniform_(tensor, -bound, bound, generator)
+
+
+def _default_weight_bias_init_(weight, bias):
+    """PyTorch's default for Linear and Conv layers: ``kaiming_uniform_(a=sqrt(5))`` on the
+    weight (= U(-1/sqrt(fan_in), 1/sqrt(fan_in))) and the same bound for ``bias`` (if any)."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        uniform_(bias, -bound, bound)
