@@ -32,17 +32,17 @@ def _check_reduction(reduction, name, extra=()):
         raise ValueError(f"{name}: reduction must be one of {allowed}, got {reduction!r}")
 
 
-def _legacy_reduction(size_average, reduce, reduction):
-    """PyTorch's deprecated ``size_average``/``reduce`` arguments -> a ``reduction`` string."""
-    if size_average is None and reduce is None:
-        return reduction
-    warnings.warn("size_average and reduce args will be deprecated, please use reduction= instead",
-                  UserWarning, stacklevel=3)
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    if not reduce:
-        return "none"
-    return "mean" if size_average else "sum"
+def _reduction_arg(size_average, reduce, reduction, opname, extra=()):
+    """The checked ``reduction`` of loss ``opname``, with PyTorch's deprecated
+    ``size_average``/``reduce`` arguments translated to it."""
+    if size_average is not None or reduce is not None:
+        warnings.warn("size_average and reduce args will be deprecated, please use reduction= instead",
+                      UserWarning, stacklevel=3)
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "none" if not reduce else ("mean" if size_average else "sum")
+    _check_reduction(reduction, opname, extra=extra)
+    return reduction
 
 
 def _tensor(x, name, argname, like=None):
@@ -149,8 +149,7 @@ def _(ns, node, g, x, y):
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):  # noqa: A002
     """Mean squared error ``(input - target)^2`` with ``reduction`` ('mean' | 'sum' | 'none')."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "mse_loss")
+    reduction = _reduction_arg(size_average, reduce, reduction, "mse_loss")
     input = _tensor(input, "mse_loss", "input")  # noqa: A001
     target = _tensor(target, "mse_loss", "target", like=input)
     _same_shape_or_warn(input, target, "mse_loss")
@@ -159,8 +158,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):  
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):  # noqa: A002
     """Mean absolute error ``|input - target|`` (gradient 0 where they are equal, as PyTorch)."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "l1_loss")
+    reduction = _reduction_arg(size_average, reduce, reduction, "l1_loss")
     input = _tensor(input, "l1_loss", "input")  # noqa: A001
     target = _tensor(target, "l1_loss", "target", like=input)
     _same_shape_or_warn(input, target, "l1_loss")
@@ -170,8 +168,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):  #
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):  # noqa: A002
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``);
     ``beta = 0`` is the L1 loss."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "smooth_l1_loss")
+    reduction = _reduction_arg(size_average, reduce, reduction, "smooth_l1_loss")
     if beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
     input = _tensor(input, "smooth_l1_loss", "input")  # noqa: A001
@@ -417,8 +414,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     the summed weights of the non-ignored targets (PyTorch's weighted mean); ``ignore_index``
     targets contribute nothing; ``label_smoothing`` mixes the target with the uniform
     distribution. Computed as one fused, max-shifted log-softmax op (stable at any scale)."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "cross_entropy")
+    reduction = _reduction_arg(size_average, reduce, reduction, "cross_entropy")
     input = _check_input(input, "cross_entropy")  # noqa: A001
     target = _tensor(target, "cross_entropy", "target")
     ls = float(label_smoothing)
@@ -458,8 +454,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
              reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` ([N, C], [N, C, d1, ...] or [C]) at
     class indices ``target``, with ``weight``, ``ignore_index`` and PyTorch's weighted mean."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "nll_loss")
+    reduction = _reduction_arg(size_average, reduce, reduction, "nll_loss")
     input = _check_input(input, "nll_loss")  # noqa: A001
     target = _tensor(target, "nll_loss", "target")
     return _class_loss(_nll_op, "nll_loss", input, target, weight, ignore_index, reduction, 0.0)
@@ -500,8 +495,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                          reduction="mean"):
     """``-w (y log x + (1 - y) log(1 - x))`` for probabilities ``input`` in [0, 1]; the logs
     are clamped to >= -100, as PyTorch does, so the loss stays finite."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "binary_cross_entropy")
+    reduction = _reduction_arg(size_average, reduce, reduction, "binary_cross_entropy")
     name = "binary_cross_entropy"
     input = _float(_tensor(input, name, "input"), name, "input")  # noqa: A001
     target = _tensor(target, name, "target", like=input)
@@ -567,9 +561,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """``binary_cross_entropy(sigmoid(input), target)`` in the stable log-sum-exp form
     ``(1 - y) x + (1 + (pos_weight - 1) y) log(1 + exp(-x))``; ``pos_weight`` (broadcast along
     the last, class dim) weighs the positive examples."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
     name = "binary_cross_entropy_with_logits"
-    _check_reduction(reduction, name)
+    reduction = _reduction_arg(size_average, reduce, reduction, name)
     input = _float(_tensor(input, name, "input"), name, "input")  # noqa: A001
     target = _tensor(target, name, "target", like=input)
     _require_same_shape(input, target, name)
@@ -600,8 +593,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     ``target`` log-probabilities too with ``log_target=True``). ``reduction='batchmean'`` divides
     the sum by the batch size (the mathematical KL divergence); ``'mean'`` averages over all
     elements, as PyTorch does."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_reduction(reduction, "kl_div", extra=("batchmean",))
+    reduction = _reduction_arg(size_average, reduce, reduction, "kl_div", extra=("batchmean",))
     input = _float(_tensor(input, "kl_div", "input"), "kl_div", "input")  # noqa: A001
     target = _tensor(target, "kl_div", "target", like=input)
     _same_shape_or_warn(input, target, "kl_div")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...autodiff.tensor import Tensor
 from .. import functional as F
-from ..functional.loss import _check_reduction, _legacy_reduction
+from ..functional.loss import _reduction_arg
 from ..module import Module
 
 __all__ = ["MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
@@ -27,9 +27,8 @@ class _Loss(Module):
 
     def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        reduction = _legacy_reduction(size_average, reduce, reduction)
-        _check_reduction(reduction, type(self).__name__, self._extra_reductions)
-        self.reduction = reduction
+        self.reduction = _reduction_arg(size_average, reduce, reduction, type(self).__name__,
+                                        self._extra_reductions)
 
     def _extra(self, **defaults):
         """``name=value`` for every attribute that differs from its default (PyTorch shows none)."""
