@@ -57,6 +57,7 @@ import math
 import numbers
 import sys
 import types
+import weakref
 
 from . import engine as _engine
 from .function import _FREED, AccumulateGrad, CustomNode, FunctionCtx, OpDef, apply, check_versions, edge_of
@@ -67,6 +68,19 @@ from .tensor import Tensor
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
 _CKPT_OP = OpDef("checkpoint", None)
+
+# Leaves that a checkpointed function creates for its own use (e.g. a detached copy of the
+# positions made to take a force as the gradient of an energy): the recomputed graph may
+# reach them, and nobody wants their gradient, so the closure check skips them.
+_SCRATCH = weakref.WeakSet()
+
+
+def scratch_leaf(t):
+    """Mark a leaf Tensor that requires grad as internal to the function that made it, so that
+    checkpointing does not report it as a closed-over tensor whose gradient would be lost.
+    Returns ``t``."""
+    _SCRATCH.add(edge_of(t)[0])
+    return t
 _SEQ_OP = OpDef("checkpoint_sequential", None)
 _MAIN_OPS = {"checkpoint": OpDef("checkpoint_recompute", None),
              "checkpoint_sequential": OpDef("checkpoint_sequential_recompute", None)}
@@ -76,7 +90,11 @@ _MAIN_OPS = {"checkpoint": OpDef("checkpoint_recompute", None),
 
 class _Recorder:
     """While active (and under no_grad), remembers every Tensor that requires grad and is an
-    argument of a primitive op: exactly the tensors from outside that the function uses."""
+    argument of a primitive op: exactly the tensors from outside that the function uses.
+
+    A function may switch grad mode back on inside (e.g. to take a force as the gradient of
+    an energy); tensors it makes there (scratch leaves, and outputs of ops it records) are
+    its own, not closed-over ones, and are skipped (nor kept alive)."""
 
     def __init__(self):
         self.found = {}
@@ -84,16 +102,28 @@ class _Recorder:
     def __enter__(self):
         prev = self.prev = STATE.tracer
         found = self.found
+        made = weakref.WeakSet()            # graph nodes created inside the function
 
         def tracer(op, args, attrs):
             for a in args:
                 if isinstance(a, Tensor) and a._rg and id(a) not in found:
+                    n = a.grad_fn
+                    if n is None:
+                        if edge_of(a)[0] in _SCRATCH:
+                            continue
+                    elif n in made:
+                        continue
                     found[id(a)] = a
             STATE.tracer = prev
             try:
-                return apply(op, args, attrs)
+                out = apply(op, args, attrs)
             finally:
                 STATE.tracer = tracer
+            if STATE.grad_enabled:
+                for o in (out if isinstance(out, tuple) else (out,)):
+                    if isinstance(o, Tensor) and o.grad_fn is not None:
+                        made.add(o.grad_fn)
+            return out
         STATE.tracer = tracer
         return self
 
@@ -220,6 +250,8 @@ def _check_closed(opname, outs, known):
         if type(node) is AccumulateGrad:
             leaf = node.leaf()
             shape = list(leaf.shape) if leaf is not None else "?"
+            if node in _SCRATCH:
+                continue
             raise RuntimeError(
                 f"{opname} backward: the recomputed function uses a tensor that requires grad (shape "
                 f"{shape}) that was not seen when the forward ran (e.g. it only reached a custom "
@@ -389,6 +421,8 @@ class _Rollout:
             if type(node) is AccumulateGrad:
                 if node in leaves:
                     reached.append(node)
+                    continue
+                if node in _SCRATCH:
                     continue
                 leaf = node.leaf()
                 raise RuntimeError(
