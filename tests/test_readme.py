@@ -47,3 +47,9 @@ def test_training_example_runs(tmp_path, monkeypatch):
     ns = {}
     exec(compile(block("DataLoader"), "README-training", "exec"), ns)
     assert ns["loss"].item() < 0.05 and (tmp_path / "ckpt.h5").exists()
+
+
+def test_simulating_example_runs(capsys):
+    exec(compile(block("physics.check_gradients"), "README-physics", "exec"), {})
+    out = capsys.readouterr().out
+    assert "random dir" in out and "MISMATCH" not in out

@@ -57,8 +57,10 @@ def _root_grads(outputs, grad_outputs, create_graph, opname):
     return grads
 
 
-def _collect(root_nodes):
-    """Count, for each node reachable from the roots, how many edges lead into it."""
+def _collect(root_nodes, min_topo=0):
+    """Count, for each node reachable from the roots, how many edges lead into it. Nodes
+    numbered below ``min_topo`` (they cannot reach any input of ``autograd.grad``) are
+    counted but not expanded."""
     deps = {}
     seen = set()
     stack = list(root_nodes)
@@ -73,7 +75,8 @@ def _collect(root_nodes):
             deps[nxt] = deps.get(nxt, 0) + 1
             if nxt not in seen:
                 seen.add(nxt)
-                stack.append(nxt)
+                if nxt.topo >= min_topo:
+                    stack.append(nxt)
     return deps, seen
 
 
@@ -113,7 +116,8 @@ def run(outputs, grad_outputs, retain_graph, create_graph, capture=None, accumul
         _add(buffers, node, nr, g)
         if node not in roots:
             roots.append(node)
-    deps, seen = _collect(roots)
+    min_topo = min((k[0].topo for k in capture), default=0) if capture is not None else 0
+    deps, seen = _collect(roots, min_topo)
     need = None
     captured = None
     targets = ()
@@ -204,6 +208,8 @@ def _release(node, deps, ready):
     for e in node.edges:
         if e is not None:
             nxt = e[0]
+            if nxt not in deps:                # below the part of the graph that was walked
+                continue
             d = deps[nxt] - 1
             deps[nxt] = d
             if d == 0:

@@ -83,10 +83,21 @@ _FREED = object()
 class Node:
     """A recorded op application: a node of the backward graph (``tensor.grad_fn``)."""
     __slots__ = ("op", "edges", "saved", "versions", "out_data", "attrs", "bshapes",
-                 "out_meta", "hooks", "trace", "__weakref__")
+                 "out_meta", "hooks", "trace", "topo", "__weakref__")
 
     def __init__(self, op, edges, attrs):
         self.op, self.edges, self.attrs = op, edges, attrs
+        # topological number: 1 + the longest path to a leaf (leaves are 0). A node can only
+        # reach nodes with smaller numbers, so ``autograd.grad`` need not look below its
+        # inputs' numbers (a force taken as the gradient of an energy inside a long rollout
+        # then walks the energy's graph, not the whole history)
+        t = 0
+        for e in edges:
+            if e is not None:
+                n = e[0].topo
+                if n > t:
+                    t = n
+        self.topo = t + 1
         self.saved = ()
         self.versions = ()
         self.out_data = None
@@ -118,6 +129,7 @@ class AccumulateGrad:
     """The graph node of a leaf that requires grad: adds incoming gradients to ``leaf.grad``."""
     __slots__ = ("leaf", "hooks", "__weakref__")
     op = None
+    topo = 0
     edges = ()
     out_meta = None
 
