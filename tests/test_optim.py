@@ -794,8 +794,12 @@ def test_cuda_matches_cpu(name, kwargs):
 
     cw, cb, _ = run("cpu")
     gw, gb, sd = run("cuda")
-    np.testing.assert_allclose(gw, cw, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(gb, cb, rtol=1e-9, atol=1e-12)
+    # L-BFGS at a fixed step (no line search) does not converge on this problem (its loss rises
+    # at the third step) and amplifies rounding: a 1e-16 change of W moves its iterates by ~1e-8
+    # on the CPU alone, so the GPU's other summation order can only be held to that.
+    rtol = 1e-6 if name == "LBFGS" and kwargs.get("line_search_fn") is None else 1e-9
+    np.testing.assert_allclose(gw, cw, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(gb, cb, rtol=rtol, atol=1e-12)
     for st in sd["state"].values():
         for v in st.values():
             if isinstance(v, ds.Tensor):

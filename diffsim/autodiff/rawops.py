@@ -95,7 +95,7 @@ def index_put_into(shape, index, values, accumulate=True):
     out = get_xp(values).zeros(shape, values.dtype)
     if accumulate and _may_repeat(index):
         from .ops.indexing import _add_at
-        _add_at(out, index, values)          # np.add.at, or cupyx.scatter_add on the GPU
+        _add_at(out, index, values)          # np.add.at, or cupy's add.at on the GPU
     else:
         out[index] = values
     return out

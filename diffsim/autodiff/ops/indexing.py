@@ -227,13 +227,45 @@ def _coords(index, dim):
                  for k, n in enumerate(index.shape))
 
 
+# dtypes cupy's add.at (an atomicAdd kernel) takes as they are; others go through a buffer
+_CUPY_ADD_AT_DTYPES = frozenset(np.dtype(t) for t in ("int32", "uint32", "uint64", "float16",
+                                                        "float32", "float64"))
+
+
 def _add_at(out, index, values):
-    """Unbuffered ``out[index] += values`` (repeated indices accumulate), numpy or cupy."""
+    """Unbuffered ``out[index] += values`` (repeated indices accumulate), numpy or cupy.
+
+    cupy's ``add.at`` only takes int32, uint32, uint64, float16/32/64 (and int64 from cupy 14 on;
+    it raises TypeError for bool, the small integers and complex): the others accumulate into a
+    zero buffer of a supported dtype that is then added to ``out``, with numpy's results
+    (integers wrap around, bool adds as logical or, complex adds its real and imaginary parts)."""
     if type(out) is np.ndarray:
         np.add.at(out, index, values)
+        return
+    import cupy as cp  # noqa: PLC0415 - only reached with cupy arrays
+    dt = out.dtype
+    values = cp.asarray(values)
+    if dt in _CUPY_ADD_AT_DTYPES:
+        cp.add.at(out, index, values.astype(dt, copy=False))
+    elif dt.kind == "c":
+        part = np.dtype(f"f{dt.itemsize // 2}")
+        re, im = cp.zeros(out.shape, part), cp.zeros(out.shape, part)
+        values = values.astype(dt, copy=False)
+        cp.add.at(re, index, cp.ascontiguousarray(values.real))
+        cp.add.at(im, index, cp.ascontiguousarray(values.imag))
+        out += re + 1j * im
+    elif dt.kind == "b":
+        hits = cp.zeros(out.shape, cp.uint32)
+        cp.add.at(hits, index, values.astype(cp.bool_, copy=False).astype(cp.uint32))
+        out |= hits > 0
+    elif dt.kind in "iu":
+        # two's-complement sums mod 2**64 in a uint64 buffer, exact for every integer dtype
+        acc = cp.zeros(out.shape, cp.uint64)
+        cp.add.at(acc, index, cp.ascontiguousarray(values.astype(dt, copy=False).astype(cp.int64))
+                  .view(cp.uint64))
+        out += acc.view(cp.int64).astype(dt)
     else:
-        import cupyx
-        cupyx.scatter_add(out, index, values)
+        raise TypeError(f"scatter-add: unsupported dtype {dt} on the GPU")
 
 
 def _leading(a, shape):
