@@ -431,3 +431,62 @@ def test_benchmark_w2_matches_torch(ckpt_bench):
     np.testing.assert_allclose(loss, lt.item(), rtol=1e-12)
     np.testing.assert_allclose(gk, k.grad.numpy(), rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(gv, v.grad.numpy(), rtol=1e-8, atol=1e-14)
+
+
+# ------------------------------------------------------------------ checkpoint_binomial
+
+def _decaying_rollout(n_steps, k, x0, v0, mode, snapshots=None):
+    def step(s):
+        x, v = s
+        v = v * 0.99 - 0.01 * k * x.sin()
+        return x + 0.01 * v, v
+    if mode == "plain":
+        s = (x0, v0)
+        for _ in range(n_steps):
+            s = step(s)
+        return s
+    return ds.checkpoint_binomial(step, n_steps, (x0, v0), snapshots=snapshots)
+
+
+@pytest.mark.parametrize("snapshots", [None, 1, 2, 5])
+def test_checkpoint_binomial_matches_plain_gradients(snapshots):
+    rng = np.random.default_rng(0)
+    k, x0, v0 = T(rng.random(5) + 1, True), T(rng.standard_normal(5), True), T(np.zeros(5), True)
+
+    def loss(mode):
+        x, v = _decaying_rollout(60, k, x0, v0, mode, snapshots)
+        return (x ** 2).sum() + v.sum()
+    plain = grads_of(lambda: loss("plain"), k, x0, v0)
+    binom = grads_of(lambda: loss("binomial"), k, x0, v0)
+    for a, b in zip(plain, binom):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_checkpoint_binomial_single_tensor_random_ops_and_double_backward():
+    w = T([0.5, -0.2], True)
+
+    def step(x):
+        return x + 0.1 * (w * x).tanh() + 0.01 * ds.randn(2, dtype=ds.float64)
+    ds.manual_seed(3)
+    ref = (ds.checkpoint_sequential(step, 20, T([1.0, 2.0]), segments=1) ** 2).sum()
+    (g_ref,) = ds.autograd.grad(ref, [w], create_graph=True)
+    ds.manual_seed(3)
+    out = (ds.checkpoint_binomial(step, 20, T([1.0, 2.0]), snapshots=3) ** 2).sum()
+    assert abs(float(out) - float(ref)) < 1e-14
+    (g,) = ds.autograd.grad(out, [w], create_graph=True)
+    np.testing.assert_allclose(g.detach().numpy(), g_ref.detach().numpy(), rtol=1e-12)
+    (gg,) = ds.autograd.grad(g.sum(), [w])
+    (gg_ref,) = ds.autograd.grad(g_ref.sum(), [w])
+    np.testing.assert_allclose(gg.numpy(), gg_ref.numpy(), rtol=1e-10)
+
+
+def test_checkpoint_binomial_errors_and_no_grad():
+    with pytest.raises(ValueError, match="snapshots must be a positive int"):
+        ds.checkpoint_binomial(lambda s: s, 3, T([1.0], True), snapshots=0)
+    with pytest.raises(ValueError, match="n_steps must be a non-negative int"):
+        ds.checkpoint_binomial(lambda s: s, -1, T([1.0], True))
+    with pytest.raises(TypeError, match="same form"):
+        ds.checkpoint_binomial(lambda s: (s, s), 3, T([1.0], True)).sum().backward()
+    with ds.no_grad():
+        out = ds.checkpoint_binomial(lambda s: s * 2.0, 3, T([1.0], True))
+    assert float(out) == 8.0 and not out.requires_grad

@@ -28,4 +28,4 @@ def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 from . import func  # noqa: E402
 from . import checkpoint  # noqa: E402  (a callable module: ds.checkpoint(fn, *args))
-from .checkpoint import checkpoint_sequential  # noqa: E402
+from .checkpoint import checkpoint_binomial, checkpoint_sequential  # noqa: E402

@@ -65,7 +65,7 @@ from .func import tree_flatten, tree_unflatten
 from .grad_mode import STATE, enable_grad, no_grad
 from .tensor import Tensor
 
-__all__ = ["checkpoint", "checkpoint_sequential"]
+__all__ = ["checkpoint", "checkpoint_sequential", "checkpoint_binomial"]
 
 _CKPT_OP = OpDef("checkpoint", None)
 
@@ -689,6 +689,154 @@ def checkpoint_sequential(step_fn, n_steps, state, segments=None, preserve_rng_s
     saved = list(st) + [t for b in bounds[1:] for t in b] + closures
     _, res = _make_node(_SEQ_OP, [st[i] for i in rg0], closures, cur, saved, impl)
     return res[0] if single else tuple(res)
+
+
+# ------------------------------------------------------------------ binomial (revolve)
+
+_BIN_OP = OpDef("checkpoint_binomial", None)
+_MAIN_OPS["checkpoint_binomial"] = OpDef("checkpoint_binomial_recompute", None)
+
+
+def binomial_capacity(snapshots, repetitions):
+    """``C(s + r, s)``: the longest rollout that ``s`` snapshots reverse with every step run
+    at most ``r`` times beyond the forward (Griewank 1992)."""
+    return math.comb(snapshots + repetitions, snapshots)
+
+
+def binomial_split(n, snapshots):
+    """Revolve's next snapshot position for reversing ``n`` steps with ``snapshots``
+    snapshots: advance ``m`` steps, reverse the last ``n - m`` with one snapshot fewer, then
+    the first ``m`` with all of them. Any ``m`` with ``n - m <= C(s - 1 + r, s - 1)`` and
+    ``m <= C(s + r - 1, s)`` keeps every step at the minimal ``r`` recomputations."""
+    s = snapshots
+    r = 0
+    while binomial_capacity(s, r) < n:
+        r += 1
+    lo = max(1, n - binomial_capacity(s - 1, r))
+    hi = min(n - 1, binomial_capacity(s, r - 1)) if r >= 1 else n - 1
+    m = round(n * binomial_capacity(s, r - 1) / binomial_capacity(s, r)) if r >= 1 else n // 2
+    return min(max(m, lo), max(lo, hi))
+
+
+def binomial_rollout(step, n_steps, state, snapshots, start=0, preserve_rng_state=True,
+                     opname="checkpoint_binomial"):
+    """``state = step(state, i)`` for ``i = start .. start + n_steps - 1`` (``state`` a tuple
+    of Tensors), reversed in backward by binomial checkpointing; see ``checkpoint_binomial``."""
+    st = tuple(state)
+    if not STATE.grad_enabled or n_steps == 0:
+        cur = st
+        for i in range(start, start + n_steps):
+            cur = step(cur, i)
+        return cur
+    cur = tuple(t.detach() for t in st)
+    rng0 = _RNG.get() if preserve_rng_state else None
+    with no_grad(), _Recorder() as rec:
+        for i in range(start, start + n_steps):
+            cur = step(cur, i)
+    closures = list(rec.found.values())
+    rg0 = [i for i, t in enumerate(st) if t._rg]
+    if not rg0 and not closures:
+        return cur
+    nst = len(st)
+
+    def impl(ctx, grads, order):
+        saved = ctx.saved_tensors
+        x0 = saved[:nst]
+        node = ctx._node
+        if STATE.grad_enabled:                  # double backward: one recompute with the graph
+            with enable_grad():
+                first = [x0[i].view_as(x0[i]) if i in rg0 else x0[i] for i in range(nst)]
+                c = tuple(first)
+                with _RNG(rng0):
+                    for i in range(start, start + n_steps):
+                        c = step(c, i)
+            _check_meta(opname, c, node.out_meta)
+            return tuple(_capture(opname, c, grads, [first[i] for i in rg0] + closures, True, order))
+        total = [None] * len(closures)
+
+        def advance(x, i0, n, rng):
+            with no_grad(), _RNG(rng):
+                for i in range(i0, i0 + n):
+                    x = step(x, i)
+                return x, (_RNG.get() if rng is not None else None)
+
+        def reverse_steps(x, i0, n, rng, g_out):
+            fresh = [t.requires_grad_(True) if t.dtype.kind == "f" else t for t in
+                     (u.detach() for u in x)]
+            with enable_grad(), _RNG(rng):
+                c = tuple(fresh)
+                for i in range(i0, i0 + n):
+                    c = step(c, i)
+            if i0 + n == start + n_steps:
+                _check_meta(opname, c, node.out_meta)
+            targets = [f for f in fresh if f._rg] + closures
+            got = _capture(opname, c, list(g_out), targets, False)
+            k = 0
+            g_in = []
+            for f in fresh:
+                if f._rg:
+                    g_in.append(got[k])
+                    k += 1
+                else:
+                    g_in.append(None)
+            for j, g in enumerate(got[k:]):
+                if g is not None:
+                    total[j] = g if total[j] is None else total[j] + g
+            return g_in
+
+        def reverse(x, i0, n, s, rng, g_out):
+            """Gradient w.r.t. the state ``x`` at step ``i0`` from ``g_out`` at step ``i0 + n``;
+            a loop over the first parts so that a frame holds one snapshot and one gradient."""
+            while True:
+                if all(g is None for g in g_out):
+                    return [None] * nst
+                if n <= 1 or s <= 0:
+                    return reverse_steps(x, i0, n, rng, g_out)
+                m = binomial_split(n, s)
+                xm, rng_m = advance(x, i0, m, rng)
+                g_out = reverse(xm, i0 + m, n - m, s - 1, rng_m, g_out)
+                del xm
+                n = m
+
+        g0 = reverse(tuple(x0), start, n_steps, snapshots, rng0, grads)
+        return tuple(g0[i] for i in rg0) + tuple(total)
+
+    _, res = _make_node(_BIN_OP, [st[i] for i in rg0], closures, cur, list(st) + closures, impl)
+    return tuple(res)
+
+
+def checkpoint_binomial(step_fn, n_steps, state, snapshots=None, preserve_rng_state=True):
+    """Run ``state = step_fn(state)`` ``n_steps`` times, reversed in backward by binomial
+    checkpointing (Griewank's revolve): memory for ``snapshots`` states, and each step run
+    at most ``1 + r`` times in all, where ``r`` is the least number with
+    ``C(snapshots + r, snapshots) >= n_steps``.
+
+    The default ``snapshots = ceil(log2(n_steps))`` gives O(log T) memory and
+    O(T log T) / log log T time: 100 000 steps take 17 snapshots and r = 6. ``state`` and
+    ``step_fn`` are as for ``checkpoint_sequential`` (a Tensor or a tuple of Tensors;
+    closed-over tensors that require grad get gradients; random ops see the same CPU
+    random stream in each recomputation). Gradients equal the plain rollout's up to the
+    order in which per-step contributions to a parameter's gradient are summed.
+
+    Example::
+
+        x, v = ds.checkpoint_binomial(lambda s: cloth_step(s, k), 100_000, (x0, v0))
+    """
+    opname = "checkpoint_binomial"
+    if not callable(step_fn):
+        raise TypeError(f"{opname}: step_fn must be callable, got {type(step_fn).__name__}")
+    if not isinstance(n_steps, numbers.Integral) or isinstance(n_steps, bool) or n_steps < 0:
+        raise ValueError(f"{opname}: n_steps must be a non-negative int, got {n_steps!r}")
+    n_steps = int(n_steps)
+    if snapshots is None:
+        snapshots = max(1, math.ceil(math.log2(max(n_steps, 2))))
+    if not isinstance(snapshots, numbers.Integral) or isinstance(snapshots, bool) or snapshots < 1:
+        raise ValueError(f"{opname}: snapshots must be a positive int, got {snapshots!r}")
+    st, single = _as_state(state, opname)
+    step = _stepper(step_fn, single, len(st), opname)
+    out = binomial_rollout(lambda cur, i: step(cur), n_steps, st, int(snapshots),
+                           preserve_rng_state=preserve_rng_state)
+    return out[0] if single else tuple(out)
 
 
 # ``ds.checkpoint`` is this module and is callable: ``ds.checkpoint(fn, x)`` runs ``checkpoint``,

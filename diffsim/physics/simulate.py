@@ -13,13 +13,14 @@ Memory for long rollouts (``checkpoint``):
 * ``k`` (int): only the state at the start of each k-step segment is kept; backward
   recomputes one segment at a time. Memory ~ steps/k states + k steps of graph (``k ~
   sqrt(steps)`` balances them), time ~ one extra forward.
-* ``"binomial"``: Griewank's binomial (revolve) schedule through nested checkpoints:
-  with ``s = ceil(log2 steps)`` snapshots the rollout is split where the binomial
-  capacities ``C(s + r, s)`` say, so each step is recomputed at most ``r`` times
-  (``r ~ 6`` for 100 000 steps) and memory is O(log steps) states; ``("binomial", s)``
-  chooses the number of snapshots.
+* ``"binomial"``: Griewank's binomial (revolve) checkpointing
+  (``ds.checkpoint_binomial``): with ``s = ceil(log2 steps)`` snapshots, memory is
+  O(log steps) states and each step runs at most ``r + 2`` times, ``r`` the least with
+  ``C(s + r, s) >= steps`` (``r = 6`` for 100 000 steps); ``("binomial", s)`` chooses the
+  number of snapshots. With ``record``, each recorded interval is one binomial rollout.
 
-Gradients are the same in every mode (the same ops run on the same values).
+Gradients are the same in every mode (the same ops run on the same values; only the order
+in which per-step contributions to a parameter's gradient are added can differ, by rounding).
 
 Gradient hooks run on the gradient of each state field after each step, during
 backward: ``grad_hooks=[physics.clip_gradient_through_time(10.0)]`` rescales every
@@ -34,7 +35,7 @@ import numbers
 import numpy as np
 
 from ..autodiff import Tensor, stack
-from ..autodiff.checkpoint import checkpoint as _checkpoint
+from ..autodiff.checkpoint import binomial_rollout, checkpoint as _checkpoint
 from ..autodiff.grad_mode import STATE
 from .integrators import get_integrator
 from .state import State
@@ -165,7 +166,7 @@ def _check_args(system, state, steps, dt, controls, record, checkpoint, check_st
     if checkpoint is None:
         ck = None
     elif checkpoint == "binomial":
-        ck = ("binomial", max(1, math.ceil(math.log2(max(steps, 2)))))
+        ck = ("binomial", None)
     elif (isinstance(checkpoint, tuple) and len(checkpoint) == 2 and checkpoint[0] == "binomial"
           and isinstance(checkpoint[1], numbers.Integral) and checkpoint[1] >= 1):
         ck = ("binomial", int(checkpoint[1]))
@@ -175,28 +176,6 @@ def _check_args(system, state, steps, dt, controls, record, checkpoint, check_st
         raise ValueError(f"{op}: checkpoint must be None, a positive int (segment length), 'binomial' "
                          f"or ('binomial', snapshots), got {checkpoint!r}")
     return float(dt), every, ck
-
-
-# ------------------------------------------------------------------ binomial schedule
-
-def _beta(s, r):
-    """Binomial capacity C(s + r, s): the most steps that ``s`` snapshots can reverse with each
-    step recomputed at most ``r`` times (Griewank 1992)."""
-    return math.comb(s + r, s)
-
-
-def _binomial_split(n, s):
-    """Where to put the next snapshot in a rollout of ``n`` blocks with ``s`` snapshots: the
-    first part (reversed later with ``s`` snapshots and one repetition fewer) takes ``m``
-    blocks, the rest (``s - 1`` snapshots) ``n - m``; any ``m`` in the feasible range keeps
-    every step's recomputations at ``r``, the minimum."""
-    r = 0
-    while _beta(s, r) < n:
-        r += 1
-    lo = max(1, n - _beta(s - 1, r))
-    hi = min(n - 1, _beta(s, r - 1)) if r >= 1 else n - 1
-    m = round(n * _beta(s, r - 1) / _beta(s, r)) if r >= 1 else n // 2
-    return min(max(m, lo), max(lo, hi))
 
 
 # ------------------------------------------------------------------ simulate
@@ -295,16 +274,17 @@ def simulate(system, state, steps, dt, integrator="semi_implicit_euler", control
             recs.extend(r)
         return tensors, recs
 
-    def binomial(tensors, start, n, snaps, block):
-        if snaps == 0 or n <= block:
-            return plain(tensors, start, n)
-        nb = -(-n // block)
-        if nb <= 1:
-            return plain(tensors, start, n)
-        m = min(_binomial_split(nb, snaps) * block, n - 1)
-        a, ra = _checkpoint(lambda *ts: binomial(ts, start, m, snaps, block), *tensors)
-        b, rb = _checkpoint(lambda *ts: binomial(ts, start + m, n - m, snaps - 1, block), *a)
-        return b, list(ra) + list(rb)
+    def binomial(tensors, snaps):
+        # one binomial node per recorded interval: the recorded states are its outputs
+        recs = []
+        bounds = rec_steps[1:] if rec_steps else []
+        edges = [0] + [b for b in bounds if 0 < b < steps] + [steps]
+        for a, b in zip(edges[:-1], edges[1:]):
+            s_ = snaps if snaps is not None else max(1, math.ceil(math.log2(max(b - a, 2))))
+            tensors = binomial_rollout(one_step, b - a, tensors, s_, start=a)
+            if b in rec_set:
+                recs.append(tensors)
+        return tensors, recs
 
     tensors = state.tensors()
     try:
@@ -313,7 +293,7 @@ def simulate(system, state, steps, dt, integrator="semi_implicit_euler", control
         elif ck[0] == "segments":
             final, recs = segmented(tensors, ck[1])
         else:
-            final, recs = binomial(tensors, 0, steps, ck[1], 1)
+            final, recs = binomial(tensors, ck[1])
     finally:
         counting[0] = False
         if bar is not None:
