@@ -23,6 +23,7 @@ from .gradients import GradientReport, check_gradients  # noqa: F401
 from .integrators import RK4, ExplicitEuler, Integrator, Leapfrog, SemiImplicitEuler, VelocityVerlet  # noqa: F401
 from .mass_spring import MassSpring, spring_forces  # noqa: F401
 from .ode import odeint, odeint_adjoint  # noqa: F401
+from .particles import Gravity, LennardJones, PairPotential, Particles, gravity_acceleration, pair_force  # noqa: F401
 from .rigid import ImpulseCollisions, PenaltyGround, PenaltySphereContact, RigidBodies2D, RigidBodies3D  # noqa: F401
 from .simulate import Trajectory, clip_gradient_through_time, simulate  # noqa: F401
 from .state import State  # noqa: F401
@@ -32,4 +33,5 @@ __all__ = ["State", "System", "PotentialSystem", "Integrator", "ExplicitEuler", 
            "VelocityVerlet", "Leapfrog", "RK4", "simulate", "Trajectory", "clip_gradient_through_time",
            "check_gradients", "GradientReport", "odeint", "odeint_adjoint",
            "MassSpring", "spring_forces", "Collider", "GroundPlane", "Sphere", "penalty_force",
-           "RigidBodies2D", "RigidBodies3D", "PenaltyGround", "PenaltySphereContact", "ImpulseCollisions"]
+           "RigidBodies2D", "RigidBodies3D", "PenaltyGround", "PenaltySphereContact", "ImpulseCollisions",
+           "Particles", "Gravity", "LennardJones", "PairPotential", "gravity_acceleration", "pair_force"]
