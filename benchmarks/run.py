@@ -30,7 +30,8 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:            # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-WORKLOADS = ("opchain", "large_arrays", "checkpoint_memory", "data_loading", "mlp", "cnn_step")
+WORKLOADS = ("opchain", "large_arrays", "checkpoint_memory", "data_loading", "mlp", "cnn_step", "cloth",
+             "nbody")
 
 
 def _run_opchain(mod, quick):
@@ -62,7 +63,15 @@ def _run_cnn(mod, quick):
     return mod.run(batch=8, steps=3) if quick else mod.run()
 
 
-RUNNERS = {"mlp": _run_mlp, "cnn_step": _run_cnn, "opchain": _run_opchain, "large_arrays": _run_large, "checkpoint_memory": _run_checkpoint,
+def _run_cloth(mod, quick):
+    return mod.run(steps=50, long_steps=0, repeats=2) if quick else mod.run()
+
+
+def _run_nbody(mod, quick):
+    return mod.run(n=300, steps=3, repeats=2) if quick else mod.run()
+
+
+RUNNERS = {"cloth": _run_cloth, "nbody": _run_nbody, "mlp": _run_mlp, "cnn_step": _run_cnn, "opchain": _run_opchain, "large_arrays": _run_large, "checkpoint_memory": _run_checkpoint,
            "data_loading": _run_data_loading}
 
 

@@ -146,3 +146,13 @@ def test_mlp_and_cnn_rows(bench):
     _check_rows(rows)
     rows = bench("cnn_step").run(batch=4, steps=1)  # raises if torch's first loss disagrees
     assert rows and rows[0]["diffsim_s"] > 0
+
+
+def test_runner_quick_physics_workloads(bench, capsys):
+    run = bench("run")
+    rows = run.main(["--quick", "--only", "cloth", "nbody"])
+    assert len(rows) >= 2
+    for r in rows:
+        run.normalize(r)
+    out = capsys.readouterr().out
+    assert "W2" in out and "nbody N=300" in out

@@ -338,3 +338,16 @@ def test_no_gpu_gives_a_clear_error():
         with pytest.raises(RuntimeError, match="cupy") as e:
             make()
         assert "cpu" in str(e.value)          # says what to do instead
+
+
+@cuda
+def test_cpu_scalar_tensors_join_gpu_ops_and_get_their_gradient_back_on_the_cpu():
+    k = ds.tensor(2.0, dtype=ds.float64, requires_grad=True)          # 0-d, on the CPU
+    x = ds.tensor([1.0, 2.0, 3.0], dtype=ds.float64, device=DEVICE, requires_grad=True)
+    y = (x * k + k).sum()
+    assert y.device == ds.device(DEVICE)
+    y.backward()
+    assert k.grad.device == ds.device("cpu") and float(k.grad) == 9.0
+    assert x.grad.device == ds.device(DEVICE) and x.grad.cpu().numpy().tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(RuntimeError, match="expected all tensors on the same device"):
+        x + ds.ones(3, dtype=ds.float64)                                # 1-d CPU tensors do not move

@@ -163,6 +163,18 @@ def _device_error(op, args):
                         "move them with .to(device) first")
 
 
+def _with_cpu_scalars_moved(op, args):
+    """As in PyTorch, 0-d CPU tensors may join GPU tensors in an op: they are moved there by a
+    recorded ``to`` (so their gradient comes back to the CPU). Anything else on mixed
+    devices is an error."""
+    gpu = next((a for a in args if isinstance(a, Tensor) and type(a._data) is not np.ndarray), None)
+    if gpu is None or any(isinstance(a, Tensor) and type(a._data) is np.ndarray and a._data.ndim
+                          for a in args):
+        raise _device_error(op, args)
+    dev = gpu.device
+    return tuple(a.to(dev) if isinstance(a, Tensor) and type(a._data) is np.ndarray else a for a in args)
+
+
 def apply(op, args, attrs=_EMPTY):
     """Run ``op`` on ``args`` (Tensors or Python scalars) and record it in the graph."""
     if STATE.tracer is not None:
@@ -177,7 +189,7 @@ def apply(op, args, attrs=_EMPTY):
             if atype is None:
                 atype = t
             elif t is not atype:
-                raise _device_error(op, args)
+                return apply(op, _with_cpu_scalars_moved(op, args), attrs)
             requires = requires or a._rg
             arrays.append(d)
         else:
