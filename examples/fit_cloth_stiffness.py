@@ -46,7 +46,7 @@ def make_problem(n, steps, dt, record, noise, seed):
     k_true = K_MEAN * np.exp(0.4 * rng.normal(size=cloth.n_springs))
     v0 = rng.normal(size=(cloth.n_particles, 3)) * 0.5
     v0[cloth.pinned] = 0.0
-    state0 = cloth.rest_state(ds.tensor(v0, dtype=DTYPE))
+    state0 = cloth.initial_state(v=ds.tensor(v0, dtype=DTYPE))
     cloth.stiffness = ds.tensor(k_true, dtype=DTYPE)
     with ds.no_grad():
         traj = physics.simulate(cloth, state0, steps, dt, record=record)

@@ -328,3 +328,36 @@ def test_bad_input_raises_clear_errors():
         simulate(sys_, {"x": T([1.0])}, 10, 0.1)
     with pytest.raises(TypeError, match="must be floating point"):
         simulate(sys_, State(x=ds.tensor([1]), v=ds.tensor([0])), 10, 0.1)
+
+
+# ---------------------------------------------------------------- review: one API across systems
+
+def test_every_system_builds_its_initial_state_the_same_way():
+    x2 = T([[0.0, 1.0], [1.0, 1.0]])
+    systems = {
+        "potential": (physics.PotentialSystem(lambda x: (x ** 2).sum()), x2),
+        "particles": (physics.Particles(mass=1.0), x2),
+        "mass_spring": (physics.MassSpring(x2, [[0, 1]], dtype=ds.float64), x2),
+        "rigid2d": (physics.RigidBodies2D.discs(T([0.1, 0.1]), mass=1.0), x2),
+    }
+    for name, (sys_, x) in systems.items():
+        s = sys_.initial_state(x)
+        sys_.check_state(s)
+        assert set(sys_.fields) <= set(s.fields), name
+        assert np.array_equal(s.x.detach().numpy(), x.numpy()), name
+        assert float((s.v.detach() ** 2).sum()) == 0.0, name
+        v = T([[0.5, 0.0], [0.0, 0.0]])
+        assert np.array_equal(sys_.initial_state(x, v=v).v.detach().numpy(), v.numpy()), name
+    # MassSpring: positions default to the rest positions; rest_state stays as an alias
+    ms = systems["mass_spring"][0]
+    assert np.array_equal(ms.initial_state().x.detach().numpy(), ms.rest_state().x.detach().numpy())
+
+
+def test_system_to_device_moves_tensors_and_keeps_gradients_flowing():
+    k = T(2.0, rg=True)
+    sys_ = oscillator(k=k, drag=0.1)
+    moved = sys_.to("cpu")
+    assert moved is not sys_ and moved.mass is sys_.mass       # already there: same tensors
+    s = simulate(moved, State(x=T([1.0]), v=T([0.0])), 5, 0.1)
+    (g,) = ds.autograd.grad(s.x.sum(), [k])
+    assert float(g) != 0.0

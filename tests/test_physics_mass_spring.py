@@ -141,7 +141,7 @@ def test_actuated_rollout_gradient_wrt_controls_and_actuation():
     u = T(np.random.default_rng(5).uniform(-1, 1, (15, 2)), True)
 
     def loss():
-        s = simulate(ms, ms.rest_state(), 15, 0.01, controls=u)
+        s = simulate(ms, ms.initial_state(), 15, 0.01, controls=u)
         return (s.x[:, 0] * T([1.0, -2.0, 0.5, 3.0])).sum()
     assert physics.check_gradients(loss, [u, ms.actuation], verbose=False).ok
 
@@ -254,7 +254,7 @@ def test_constructors_counts_and_rest_state():
     assert lat3.n_springs == 28                    # a cube: all pairs of its 8 corners
     masked = MassSpring.lattice((3, 2), mask=[[True, True], [False, True], [True, True]])
     assert masked.n_particles == 5 and masked.springs.max() == 4
-    s = lat.rest_state()
+    s = lat.initial_state()
     assert s.x.shape == (12, 2) and float(s.v.abs().sum()) == 0.0
 
 
@@ -262,7 +262,7 @@ def test_lattice_with_diagonals_keeps_its_shape_under_load():
     def sag(diagonals):
         ms = MassSpring.lattice((4, 3), spacing=0.1, diagonals=diagonals, stiffness=2000.0, damping=2.0,
                                 mass=0.05, pinned=[0, 1, 2], dtype=F64)
-        s = simulate(ms, ms.rest_state(), 400, 1e-3)
+        s = simulate(ms, ms.initial_state(), 400, 1e-3)
         return np.abs(s.x.numpy() - ms.positions.numpy()).max()
     assert sag(True) < 0.02 < sag(False)
 
@@ -273,7 +273,7 @@ def test_rope_dropped_on_ground_rests_on_it():
     ground = GroundPlane((0.0, 1.0, 0.0), offset=0.0, stiffness=3000.0, damping=5.0, friction=0.5, smoothing=1e-3)
     rope = MassSpring.rope(10, length=1.0, start=(0.0, 0.3, 0.0), pinned=None, stiffness=500.0, damping=0.5,
                            mass=0.1, colliders=[ground], dtype=F64)
-    tr = simulate(rope, rope.rest_state(), 1500, 1e-3, record=10)
+    tr = simulate(rope, rope.initial_state(), 1500, 1e-3, record=10)
     y = tr.x.numpy()[..., 1]
     assert y.min() > -0.01                       # never passed through
     assert np.abs(tr.final.x.numpy()[:, 1]).max() < 0.01 and np.abs(tr.final.v.numpy()).max() < 0.1
@@ -282,7 +282,7 @@ def test_rope_dropped_on_ground_rests_on_it():
 def test_cloth_dropped_on_sphere_stays_outside():
     ball = Sphere((0.5, -0.4, 0.5), 0.3, stiffness=1000.0, damping=1.0, friction=0.3, smoothing=1e-3)
     cloth = MassSpring.cloth(8, pinned=None, stiffness=200.0, damping=0.05, mass=0.01, colliders=[ball], dtype=F64)
-    tr = simulate(cloth, cloth.rest_state(), 600, 1e-3, record=20)
+    tr = simulate(cloth, cloth.initial_state(), 600, 1e-3, record=20)
     x = tr.x.numpy()
     dist = np.linalg.norm(x - np.array([0.5, -0.4, 0.5]), axis=-1)
     assert dist.min() > 0.3 - 0.01
@@ -295,7 +295,7 @@ def test_friction_slows_sliding():
         g = GroundPlane((0.0, 1.0), offset=0.0, stiffness=2000.0, damping=5.0, friction=mu)
         block = MassSpring.lattice((2, 2), spacing=0.1, origin=(0.0, 0.005), stiffness=1000.0, damping=1.0,
                                    mass=0.1, colliders=[g], dtype=F64)
-        s = simulate(block, block.rest_state(T(np.tile([2.0, 0.0], (4, 1)))), 500, 1e-3)
+        s = simulate(block, block.initial_state(v=T(np.tile([2.0, 0.0], (4, 1)))), 500, 1e-3)
         return s.x.numpy()[:, 0].mean(), np.abs(s.v.numpy()[:, 0]).mean()
     (x0, v0), (x1, v1) = slide(0.0), slide(0.8)
     assert x1 < x0 - 0.2 and v1 < 0.1 * v0
@@ -306,7 +306,7 @@ def test_collider_parameter_gradients():
     ball = Sphere(T([0.0, -0.35], True), ball_r, stiffness=500.0, friction=0.2, smoothing=0.01, dtype=F64)
     ms = MassSpring.rope(3, length=0.4, start=(-0.2, 0.0), direction=(1.0, 0.0), pinned=None,
                          stiffness=100.0, mass=0.1, colliders=[ball], dtype=F64)
-    report = physics.check_gradients(lambda: simulate(ms, ms.rest_state(), 30, 2e-3).x[:, 1].sum(),
+    report = physics.check_gradients(lambda: simulate(ms, ms.initial_state(), 30, 2e-3).x[:, 1].sum(),
                                      [ball.centre, ball_r], verbose=False)
     assert report.ok, str(report)
 
@@ -319,19 +319,19 @@ def test_actuated_springs_follow_the_control():
 
     def length(u):
         ctrl = T(np.full((600, 1), u))
-        s = simulate(ms, ms.rest_state(), 600, 1e-2, controls=ctrl)
+        s = simulate(ms, ms.initial_state(), 600, 1e-2, controls=ctrl)
         return float(np.linalg.norm(s.x.numpy()[1] - s.x.numpy()[0]))
     assert abs(length(0.0) - 1.0) < 1e-6
     assert abs(length(0.5) - 1.25) < 1e-3 and abs(length(-1.0) - 0.5) < 1e-3
     policy = lambda t, state: ds.tensor([0.5], dtype=F64)  # noqa: E731
-    s = simulate(ms, ms.rest_state(), 600, 1e-2, controls=policy)
+    s = simulate(ms, ms.initial_state(), 600, 1e-2, controls=policy)
     assert abs(float(np.linalg.norm(np.diff(s.x.numpy(), axis=0))) - 1.25) < 1e-3
 
 
 def test_user_force_and_pins():
     push = lambda x, v, t, u: ds.ones_like(x) * T([1.0, 0.0, 0.0])  # noqa: E731
     ms = MassSpring.rope(4, pinned=[0], force=push, gravity=None, stiffness=100.0, dtype=F64)
-    s = simulate(ms, ms.rest_state(), 100, 1e-3)
+    s = simulate(ms, ms.initial_state(), 100, 1e-3)
     assert np.array_equal(s.x.numpy()[0], ms.positions.numpy()[0])
     assert s.x.numpy()[3, 0] > ms.positions.numpy()[3, 0]
 
@@ -342,7 +342,7 @@ def test_checkpointed_rollouts_give_identical_gradients():
     def grads(ck):
         ms = MassSpring.cloth(5, stiffness=T(np.full(72, 300.0), True), damping=0.1, mass=0.02, drag=0.5, dtype=F64)
         v0 = T(np.zeros((25, 3)), True)
-        s = simulate(ms, ms.rest_state(v0), 60, 1e-3, checkpoint=ck)
+        s = simulate(ms, ms.initial_state(v=v0), 60, 1e-3, checkpoint=ck)
         (s.x ** 2).sum().backward()
         return ms.stiffness.grad.numpy(), v0.grad.numpy()
     ref = grads(None)
@@ -378,11 +378,11 @@ def test_bad_inputs_raise_clear_errors():
         MassSpring(x, [[0, 1]], pinned=[5])
     ms = MassSpring(x, [[0, 1], [1, 2]], actuators=[1], dtype=F64)
     with pytest.raises(ValueError, match=r"control must have shape \[1\]"):
-        simulate(ms, ms.rest_state(), 2, 1e-3, controls=T(np.zeros((2, 3))))
+        simulate(ms, ms.initial_state(), 2, 1e-3, controls=T(np.zeros((2, 3))))
     with pytest.raises(ValueError, match=r"state field 'x' has shape \[2, 3\]"):
         simulate(ms, State(x=T(np.zeros((2, 3))), v=T(np.zeros((2, 3)))), 2, 1e-3)
     with pytest.raises(ValueError, match=r"dt must be a positive"):
-        simulate(ms, ms.rest_state(), 2, 0.0)
+        simulate(ms, ms.initial_state(), 2, 0.0)
     with pytest.raises(ValueError, match=r"contains NaN"):
         simulate(ms, State(x=T(np.full((3, 3), np.nan)), v=T(np.zeros((3, 3)))), 2, 1e-3)
     with pytest.raises(ValueError, match=r"Sphere: radius must be > 0"):
@@ -393,7 +393,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_float32_runs():
     ms = MassSpring.cloth(4, stiffness=100.0, mass=0.01, dtype=ds.float32)
-    s = simulate(ms, ms.rest_state(), 10, 1e-3)
+    s = simulate(ms, ms.initial_state(), 10, 1e-3)
     assert s.x.dtype == ds.float32 and math.isfinite(float(s.x.sum()))
 
 
@@ -406,3 +406,40 @@ def test_cloth_benchmark_runs_small():
     rows = bench.run(steps=5, long_steps=40, repeats=1)
     assert {r["baseline"] for r in rows} >= {"diffsim op-by-op", "plain simulate"}
     assert all(r["ratio"] > 0 for r in rows)
+
+
+# ---------------------------------------------------------------- review: odd cases
+
+def test_zero_length_spring_with_coincident_ends_gives_finite_force_and_gradient():
+    # a zero-rest-length spring (an attachment) whose ends coincide: the force k (x_b - x_a)
+    # is 0 and its derivative k I is finite; the spring law must not produce NaN
+    x = T([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], rg=True)
+    v = T([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], rg=True)
+    k = T([10.0, 3.0], rg=True)
+    c = T([0.5, 0.2], rg=True)
+    L = T([0.0, 0.5], rg=True)
+    a, b = np.array([0, 1]), np.array([1, 2])
+    f = spring_forces(x, v, k, c, L, a, b)
+    assert np.isfinite(f.detach().numpy()).all()
+    np.testing.assert_allclose(f.detach().numpy()[0], 0.0, atol=1e-12)
+    (gx, gv, gk, gc, gL) = ds.autograd.grad((f * T(np.arange(9.0).reshape(3, 3))).sum(), [x, v, k, c, L])
+    for g in (gx, gv, gk, gc, gL):
+        assert np.isfinite(g.numpy()).all()
+    # a rest-length-0 spring through a whole rollout from coincident particles
+    ms = MassSpring(np.zeros((2, 3)), [[0, 1]], stiffness=5.0, rest_length=0.0, gravity=None, dtype=F64)
+    ms.stiffness.requires_grad_()
+    out = simulate(ms, ms.initial_state(), 5, 1e-2)
+    (out.x ** 2).sum().backward()
+    assert np.isfinite(ms.stiffness.grad.numpy()).all()
+
+
+def test_physics_does_not_import_nn_or_render():
+    # DESIGN.md: physics, render and nn do not import each other
+    import ast
+    import pathlib
+    root = pathlib.Path(physics.__file__).parent
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                assert "nn" not in parts and "render" not in parts, f"{path.name} imports {node.module}"

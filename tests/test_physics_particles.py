@@ -373,3 +373,32 @@ def test_particles_lj_example_fit_improves(tmp_path):
     result = mod.main(["--iters", "12", "--steps", "40", "--plot", "none"])
     assert min(result["losses"][-4:]) < 0.2 * result["losses"][0], result["losses"]
     assert abs(result["sigma"] - result["true_sigma"]) < 0.05 * result["true_sigma"]
+
+
+# ---------------------------------------------------------------- review: odd cases
+
+def test_soft_pair_potential_with_coincident_particles_is_finite():
+    # a bounded (soft-core) potential: two particles on top of each other feel no force from
+    # each other, and neither the force nor its gradient is NaN
+    pp = physics.PairPotential(lambda r: (-(r * r)).exp(), cutoff=None)
+    sysm = physics.Particles(mass=1.0, forces=[pp])
+    x = T([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]], rg=True)
+    a = sysm.acceleration(physics.State(x=x, v=T(np.zeros((3, 2)))), 0.0)["v"]
+    an = a.detach().numpy()
+    assert np.isfinite(an).all()
+    # particle 2 is pulled by both others: F = 2 * phi'(1) * (x_j - x_i) / r = 2 * (-2 e^-1) * (-1, 0)
+    np.testing.assert_allclose(an[2], [4.0 * np.exp(-1.0), 0.0], rtol=1e-12)
+    np.testing.assert_allclose(an[0], [-2.0 * np.exp(-1.0), 0.0], rtol=1e-12)
+    (g,) = ds.autograd.grad((a * a).sum(), [x])
+    assert np.isfinite(g.numpy()).all()
+    (ge,) = ds.autograd.grad(sysm.potential_energy(x), [x])
+    assert np.isfinite(ge.numpy()).all()
+
+
+def test_nbody_gravity_force_is_minus_the_energy_gradient():
+    m = T([1.0, 2.0, 3.0, 0.5])
+    sysm = physics.Particles(mass=m, forces=[physics.Gravity(G=1.3, softening=0.1)], gravity=[0.0, -9.81, 0.0])
+    x = T(np.random.RandomState(0).randn(4, 3), rg=True)
+    (ge,) = ds.autograd.grad(sysm.potential_energy(x), [x])
+    a = sysm.acceleration(physics.State(x=x, v=T(np.zeros((4, 3)))), 0.0)["v"]
+    np.testing.assert_allclose(a.detach().numpy() * m.numpy()[:, None], -ge.numpy(), atol=1e-12)

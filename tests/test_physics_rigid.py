@@ -367,3 +367,50 @@ def test_projectile_example_hits_the_target_after_one_bounce():
     mod = _load_example("projectile_target")
     res = mod.main(["--steps", "200", "--plot", "none"])
     assert res["miss"] < 1e-4 < np.sqrt(res["losses"][0])
+
+
+# ---------------------------------------------------------------- review: odd cases
+
+def test_state_dtype_must_match_the_bodies_parameters():
+    # a float32 state with float64 masses would be silently promoted to float64 after one
+    # step; like MassSpring, refuse it with a clear error naming both dtypes
+    bodies = RigidBodies3D.spheres(T([0.1, 0.1]), density=1.0)
+    s32 = physics.State(x=ds.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]], dtype=ds.float32),
+                q=ds.tensor([[1.0, 0.0, 0.0, 0.0]] * 2, dtype=ds.float32),
+                v=ds.zeros(2, 3, dtype=ds.float32), w=ds.zeros(2, 3, dtype=ds.float32))
+    with pytest.raises(TypeError, match=r"simulate: RigidBodies3D.*float32.*float64"):
+        physics.simulate(bodies, s32, 2, 1e-2)
+    # float32 throughout stays float32
+    b32 = RigidBodies3D.spheres(ds.tensor([0.1, 0.1], dtype=ds.float32), density=1.0)
+    out = physics.simulate(b32, b32.initial_state(s32.x), 2, 1e-2)
+    assert out.x.dtype == ds.float32 and out.q.dtype == ds.float32
+
+
+def test_simultaneous_elastic_collisions_conserve_energy_and_momentum():
+    # two discs hit a resting middle disc from both sides in the same step: an elastic
+    # collision must keep the kinetic energy (summing independent pair impulses computed
+    # from the same pre-collision velocities stopped all three bodies)
+    imp = ImpulseCollisions(restitution=1.0)
+    bodies = RigidBodies2D.discs(T([0.1, 0.1, 0.1]), mass=1.0, gravity=(0.0, 0.0), impulses=imp)
+    s0 = bodies.initial_state(T([[-0.25, 0.0], [0.0, 0.0], [0.25, 0.0]]),
+                              v=T([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]]))
+    s1 = physics.simulate(bodies, s0, 200, 1e-3)
+    np.testing.assert_allclose(bodies.kinetic_energy(s1).item(), bodies.kinetic_energy(s0).item(), rtol=1e-10)
+    np.testing.assert_allclose(np_(bodies.linear_momentum(s1)), [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(np_(s1.v), [[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]], atol=1e-10)
+    # the bodies separate instead of staying stuck in contact
+    assert np_(s1.x)[0, 0] < -0.3 and np_(s1.x)[2, 0] > 0.3
+
+
+def test_simultaneous_collision_gradient_matches_finite_differences():
+    imp = ImpulseCollisions(restitution=T(0.9, rg=True))
+    bodies = RigidBodies2D.discs(T([0.1, 0.1, 0.1]), mass=T([1.0, 1.3, 0.8]), gravity=(0.0, 0.0), impulses=imp)
+    x0 = T([[-0.25, 0.01], [0.0, 0.0], [0.25, -0.02]])
+
+    def final(v0, e):
+        imp.restitution = imp.plane_restitution = e
+        s = physics.simulate(bodies, bodies.initial_state(x0, v=v0), 60, 1e-2 / 3)
+        return s.x
+
+    v0 = T([[1.0, 0.05], [0.0, 0.0], [-1.02, 0.0]], rg=True)   # both hit the middle in one step
+    assert gradcheck(final, (v0, imp.restitution), atol=1e-6, rtol=1e-4)

@@ -21,8 +21,7 @@ Every collider parameter (``normal``, ``offset``, ``centre``, ``radius``, ``stif
 from __future__ import annotations
 
 from ..autodiff import Tensor, get_default_dtype, sigmoid, sqrt
-from ..nn.functional import softplus
-from .system import as_param, check_positive
+from .system import Movable, as_param, check_positive
 
 __all__ = ["Collider", "GroundPlane", "Sphere", "penalty_force"]
 
@@ -42,7 +41,8 @@ def penalty_force(phi, normal, v, stiffness, damping=0.0, friction=0.0, smoothin
     Returns:
         Force on each point, ``[P, D]``.
     """
-    depth = softplus(-phi, beta=1.0 / smoothing)                 # [P]
+    z = phi * (-1.0 / smoothing)
+    depth = (z.relu() + (-z.abs()).exp().log1p()) * smoothing  # s softplus(-phi / s), stable  [P]
     vn = (v * normal).sum(-1)                                   # [P]
     fel = depth * stiffness                                     # elastic normal force, >= 0
     fn = fel
@@ -60,7 +60,7 @@ def _is_zero(c):
     return (not isinstance(c, Tensor)) and c == 0
 
 
-class Collider:
+class Collider(Movable):
     """Base class: ``signed_distance(x) -> (phi [P], normal [P, D] or [D])`` and
     ``force(x, v) -> [P, D]`` (smooth penalty contact with friction).
 

@@ -44,6 +44,8 @@ class Integrator:
     name = "integrator"
 
     def step(self, system, state, t, dt, control=None):
+        """The state at ``t + dt`` (a new ``State``, fields shaped as in ``state``) from ``state``
+        at ``t``; ``control``: this step's control, passed to the system."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -74,6 +76,8 @@ class Integrator:
 
 
 class ExplicitEuler(Integrator):
+    """Explicit (forward) Euler, order 1: ``v' = P(v + dt (a - c v))``, ``q' = q + dt K(q, P v)``; not
+    symplectic. Works on any system; state fields keep their shapes (e.g. ``x, v [P, D]``)."""
     order = 1
     name = "explicit_euler"
 
@@ -94,6 +98,8 @@ class ExplicitEuler(Integrator):
 
 
 class SemiImplicitEuler(Integrator):
+    """Symplectic Euler, order 1: ``v' = P(e^{-c dt} v + dt a(q, v))``, then ``q' = q + dt K(q, v')``
+    (the DiffTaichi / Warp step). Works on any system; state fields keep their shapes."""
     order = 1
     name = "semi_implicit_euler"
 
@@ -106,6 +112,8 @@ class SemiImplicitEuler(Integrator):
 
 
 class VelocityVerlet(Integrator):
+    """Velocity Verlet (leapfrog), order 2, symplectic: half kick, drift, half kick (drag as
+    ``e^{-c dt/2}`` in each half kick). Works on any system; state fields keep their shapes."""
     order = 2
     name = "velocity_verlet"
 
@@ -123,6 +131,8 @@ Leapfrog = VelocityVerlet
 
 
 class RK4(Integrator):
+    """Classic fourth-order Runge-Kutta on ``(q, v)' = (K(q, P v), P(a - c v))``. Works on any
+    system; state fields keep their shapes."""
     order = 4
     name = "rk4"
 

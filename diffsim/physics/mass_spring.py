@@ -4,7 +4,7 @@
 
     cloth = physics.MassSpring.cloth(32, stiffness=500.0, mass=0.01, drag=1.0, pinned="top-row")
     cloth.stiffness.requires_grad_()
-    final = physics.simulate(cloth, cloth.rest_state(), 200, 1e-3)
+    final = physics.simulate(cloth, cloth.initial_state(), 200, 1e-3)
     loss = ((final.x - target) ** 2).sum(-1).mean(); loss.backward()
     cloth.stiffness.grad                                    # [S]
 
@@ -60,13 +60,17 @@ def _spring_geometry(ns, x, a, b, ab, S):
 
 def _spring_fwd(x, v, k, c, L, a, b, ab, n_particles, damped):
     S = a.shape[0]
+    xp = get_xp(x)
     d, l = _spring_geometry(RAW_NS, x, a, b, ab, S)
+    pos, ls = _safe_length(xp, l)
     fs = k * (l - L)
     if damped:
-        vab = get_xp(v).take(v, ab, axis=0)
-        fs = fs + c * _rowdot(RAW_NS, vab[S:] - vab[:S], d) / l
-    f = (fs / l)[:, None] * d                                   # force on a [S, D]
-    xp = get_xp(f)
+        vab = xp.take(v, ab, axis=0)
+        fs = fs + c * _rowdot(RAW_NS, vab[S:] - vab[:S], d) / ls
+    # f = s d with s = fs / l; where the ends coincide (l = 0, d = 0) the force is 0 and
+    # s = k keeps the Jacobian right for a zero-rest-length spring (f = k d)
+    s = xp.where(pos, fs / ls, k)
+    f = s[:, None] * d                                          # force on a [S, D]
     return RAW_NS.segment_sum(xp.concatenate([f, -f]), ab, n_particles)
 
 
@@ -80,6 +84,9 @@ def _spring_bwd(ns, node, g, x, v, k, c, L):
     S = a.shape[0]
     need = node.needs_input_grad
     d, l = _spring_geometry(ns, x, a, b, ab, S)
+    pos = (l > 0)
+    pos = pos.detach() if isinstance(pos, Tensor) else pos
+    ls = ns.where(pos, l, l * 0.0 + 1.0)                         # l, or 1 where l = 0 (then d = 0)
     gab = ns.index_select(g, 0, ab)
     gf = gab[:S] - gab[S:]                                       # dLoss/df_s  [S, D]
     stretch = l - L
@@ -87,30 +94,36 @@ def _spring_bwd(ns, node, g, x, v, k, c, L):
     if damped:
         vab = ns.index_select(v, 0, ab)
         dv = vab[S:] - vab[:S]
-        w = _rowdot(ns, dv, d) / l                              # (v_b - v_a) . n
+        w = _rowdot(ns, dv, d) / ls                             # (v_b - v_a) . n
         fs = fs + c * w
-    s = fs / l                                                   # f = s d
+    s = ns.where(pos, fs / ls, k + l * 0.0)                      # f = s d (see the forward)
     gs = _rowdot(ns, gf, d)                                      # [S]
-    gfs = gs / l
-    gl = gfs * k - gs * s / l                                    # through fs and through 1/l
+    gfs = gs / ls
+    gl = gfs * k - gs * s / ls                                   # through fs and through 1/l
     gd = gf * ns.unsqueeze(s, -1)
     gv = gc = None
     if damped:
         gw = gfs * c
-        gd = gd + dv * ns.unsqueeze(gw / l, -1)
-        gl = gl - gw * w / l
+        gd = gd + dv * ns.unsqueeze(gw / ls, -1)
+        gl = gl - gw * w / ls
         if need[1]:
-            gdv = d * ns.unsqueeze(gw / l, -1)
+            gdv = d * ns.unsqueeze(gw / ls, -1)
             gv = ns.segment_sum(ns.cat([-gdv, gdv]), ab, P)
         if need[3]:
             gc = _reduce(ns, gfs * w, c)
     gx = None
     if need[0]:
-        gd = gd + d * ns.unsqueeze(gl / l, -1)
+        gd = gd + d * ns.unsqueeze(gl / ls, -1)
         gx = ns.segment_sum(ns.cat([-gd, gd]), ab, P)
     gk = _reduce(ns, gfs * stretch, k) if need[2] else None
     gL = _reduce(ns, -(gfs * k), L) if need[4] else None
     return gx, gv, gk, gc, gL
+
+
+def _safe_length(xp, l):
+    """``(l > 0, l with its zeros replaced by 1)``: spring lengths safe to divide by."""
+    pos = l > 0
+    return pos, xp.where(pos, l, 1.0)
 
 
 def _reduce(ns, g, like):
@@ -170,7 +183,8 @@ class MassSpring(System):
     numbers and arrays become Tensors (``system.stiffness`` ...) on which ``requires_grad_()``
     can be called.
 
-    State fields: ``x [P, D]``, ``v [P, D]``; ``rest_state()`` gives the particles at rest.
+    State fields: ``x [P, D]``, ``v [P, D]``; ``initial_state()`` (alias ``rest_state()``) gives
+    the particles at rest.
     """
 
     def __init__(self, positions, springs, stiffness=1.0, damping=0.0, rest_length=None, mass=1.0,
@@ -380,10 +394,19 @@ class MassSpring(System):
         return cls(x.astype(_np_dtype(dtype)), springs, pinned=pinned, dtype=dtype, **kw)
 
     # ------------------------------------------------------------ state
+    def initial_state(self, x=None, v=None):
+        """``State(x, v)``: ``x [P, D]`` defaults to the rest ``positions``, ``v [P, D]`` to zeros."""
+        x = self.positions if x is None else as_param(x, "x", "MassSpring.initial_state", dtype=self.positions.dtype)
+        if v is None:
+            v = zeros_like(x.detach())
+        elif not isinstance(v, Tensor):
+            v = as_param(v, "v", "MassSpring.initial_state", dtype=x.dtype)
+        return State(x=x, v=v)
+
     def rest_state(self, velocity=None):
-        """``State(x=positions, v=0)`` (or ``v=velocity``), the usual initial state."""
-        v = zeros_like(self.positions.detach()) if velocity is None else velocity
-        return State(x=self.positions, v=v)
+        """``State(x=positions, v=0)`` (or ``v=velocity [P, D]``), the particles at rest; the same
+        as ``initial_state(v=velocity)``."""
+        return self.initial_state(v=velocity)
 
     def state_shapes(self):
         return {"x": (self.n_particles, self.dim), "v": (self.n_particles, self.dim)}

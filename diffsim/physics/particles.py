@@ -42,14 +42,14 @@ import numbers
 
 import numpy as np
 
-from ..autodiff import Tensor, as_tensor, autograd, enable_grad, no_grad
+from ..autodiff import Tensor, as_tensor, autograd, enable_grad, no_grad, where
 from ..autodiff.backend import get_xp
 from ..autodiff.checkpoint import scratch_leaf
 from ..autodiff.function import call_op, defop
 from ..autodiff.grad_mode import STATE
 from ..autodiff.rawops import RAW_NS
 from .neighbors import all_pairs, neighbor_pairs
-from .system import System, as_param, check_positive
+from .system import Movable, System, as_param, check_positive
 
 __all__ = ["Particles", "Gravity", "PairPotential", "LennardJones", "gravity_acceleration", "pair_force"]
 
@@ -229,7 +229,7 @@ def pair_force(d, c, i, j, n):
 
 # ====================================================================== force terms
 
-class ForceTerm:
+class ForceTerm(Movable):
     """A force acting within a ``Particles`` system. ``force(x, mass, box)`` -> forces [N, D]
     (or ``acceleration(...)`` for terms where that is natural); ``energy(x, mass, box)`` -> 0-d."""
     gives = "force"          # or "acceleration"
@@ -342,12 +342,16 @@ class PairPotential(ForceTerm):
 
     @staticmethod
     def displacements(x, i, j, shift):
-        """``d = x_j - x_i - shift`` [E, D] and ``r = |d|`` [E] as diffsim ops."""
+        """``d = x_j - x_i - shift`` [E, D] and ``r = |d|`` [E] as diffsim ops. Coincident
+        pairs get ``r = 0`` with a zero (not NaN) derivative w.r.t. ``d``."""
         d = x.index_select(0, as_tensor(j, device=x.device)) - x.index_select(0, as_tensor(i, device=x.device))
         if shift is not None:
             d = d - as_tensor(shift, dtype=x.dtype, device=x.device)
-        r = (d * d).sum(-1).sqrt()
-        return d, r
+        r2 = (d * d).sum(-1)
+        pos = (r2 > 0).detach()
+        if bool(pos.all()):
+            return d, r2.sqrt()
+        return d, where(pos, where(pos, r2, r2 * 0.0 + 1.0).sqrt(), r2 * 0.0)
 
     def _derivative(self, r, graph):
         """``phi'(r)`` (a Tensor like ``r``): closed form, or autodiff of ``phi``."""
@@ -382,7 +386,11 @@ class PairPotential(ForceTerm):
         dphi = self._derivative(r, graph)
         if self.shift == "force":
             dphi = dphi - self._at_cutoff(r, graph)[1]
-        return pair_force(d, dphi / r, i, j, n)
+        pos = (r > 0).detach()
+        if bool(pos.all()):
+            return pair_force(d, dphi / r, i, j, n)
+        # coincident particles (possible with a bounded potential): no force along d = 0
+        return pair_force(d, where(pos, dphi / where(pos, r, r * 0.0 + 1.0), r * 0.0), i, j, n)
 
     def energy(self, x, mass, box):
         i, j, shift = self.pairs(x, box)
@@ -458,7 +466,7 @@ class Particles(System):
             confused with the N-body ``Gravity`` force term.
         drag: linear drag coefficient ``c`` (``dv/dt = ... - c v``), a number or Tensor.
 
-    State fields: ``x`` [P, D] and ``v`` [P, D].
+    State fields: ``x`` [P, D] and ``v`` [P, D]; ``initial_state(x, v=None)`` builds one.
     ``acceleration = (sum of pair forces) / m + (N-body gravity) + gravity``.
     ``energy(state)``: kinetic + potential (a 0-d Tensor), for conservation checks.
     """

@@ -44,7 +44,7 @@ import numpy as np
 from ..autodiff import Tensor, as_tensor, cat, einsum, segment_sum, stack, where, zeros
 from .quaternion import cross3, quat_mul, quat_normalize, quat_rotate, quat_to_matrix
 from .state import State
-from .system import System, as_param, check_positive
+from .system import Movable, System, as_param, check_positive
 
 __all__ = ["RigidBodies2D", "RigidBodies3D", "PenaltyGround", "PenaltySphereContact",
            "ImpulseCollisions", "sphere_inertia", "box_inertia", "disc_inertia", "box2d_inertia"]
@@ -118,7 +118,7 @@ def _friction(u_t, scale, mu, eps):
 
 # ---------------------------------------------------------------- contacts
 
-class PenaltyGround:
+class PenaltyGround(Movable):
     """Smooth penalty contact with the plane ``normal . p = height`` (bodies stay on the side
     the normal points to), with damping and smoothed Coulomb friction.
 
@@ -177,7 +177,7 @@ class PenaltyGround:
         return f"PenaltyGround(height={float(self.height.detach()):g}, smoothing={self.smoothing:g})"
 
 
-class PenaltySphereContact:
+class PenaltySphereContact(Movable):
     """Smooth penalty contact between pairs of spheres (discs in 2-D) with damping and
     smoothed friction; the same law as ``PenaltyGround`` with ``d = r_i + r_j - |x_i - x_j|``.
 
@@ -232,7 +232,7 @@ class PenaltySphereContact:
         return f"PenaltySphereContact(smoothing={self.smoothing:g})"
 
 
-class ImpulseCollisions:
+class ImpulseCollisions(Movable):
     """Impulse-based collisions of spheres (discs in 2-D) with each other and with planes,
     resolved after each step with a time-of-impact correction (see the module docstring).
 
@@ -281,7 +281,8 @@ class ImpulseCollisions:
             if len(i):
                 dv, dx = self._pairs(system, i, j, rad, x0, x1, u, v1, dt)
         for normal, height in self.planes:
-            pv, px = self._plane(system, normal, height, rad, x0, x1, u, v1, dt)
+            # against the velocities that the sphere-sphere impulses (and earlier planes) left
+            pv, px = self._plane(system, normal, height, rad, x0, x1, u, v1 if dv is None else v1 + dv, dt)
             dv = pv if dv is None else dv + pv
             dx = px if dx is None else dx + px
         if dv is None:
@@ -311,6 +312,11 @@ class ImpulseCollisions:
             tau, rel = None, x1ij
         dist2 = where(with_hit, _dot(rel, rel), one)
         n = rel / dist2.sqrt()
+        cand = np.flatnonzero(np.asarray(with_hit.cpu().numpy()).reshape(-1))
+        ends = np.concatenate([i[cand], j[cand]])
+        if len(np.unique(ends)) < len(ends):
+            # a body in several collisions at once: resolve them one after the other
+            return self._sequential(system, i, j, cand, n, tau, v1, dt)
         vn = _dot(v1[ii] - v1[jj], n)
         hit = (with_hit & (vn < 0)).detach()
         e = self.restitution
@@ -325,6 +331,43 @@ class ImpulseCollisions:
         rest = dt - tau
         dx = segment_sum(cat([dvi * rest, dvj * rest], dim=0), ids, nb)
         return dv, dx
+
+    def _sequential(self, system, i, j, cand, n, tau, v1, dt):
+        """Simultaneous collisions that share bodies (a body hit from two sides, a row of
+        touching spheres): Gauss-Seidel sweeps over the colliding pairs, each impulse computed
+        from the velocities the previous ones left, until no pair approaches. Summing impulses
+        computed from the same pre-collision velocities instead would not conserve energy
+        (three equal discs, the outer two moving in, would all stop)."""
+        e = self.restitution
+        e_flat = None if e.numel() == 1 else e.reshape(-1)
+        m = system.mass
+        nb = system.n_bodies
+        v = v1
+        dv = dx = None
+        for _ in range(4 * len(cand) + 4):
+            moved = False
+            for p in cand:
+                a, b = int(i[p]), int(j[p])
+                n_p = n[int(p)]
+                vn = ((v[a] - v[b]) * n_p).sum()
+                if not float(vn.detach()) < 0:
+                    continue
+                moved = True
+                e_p = e.reshape(()) if e_flat is None else e_flat[int(p)]
+                jmag = -(1.0 + e_p) * vn / (1.0 / m[a] + 1.0 / m[b])
+                upd = segment_sum(stack([jmag * n_p / m[a], -jmag * n_p / m[b]]),
+                                  _index([a, b], v1), nb)
+                v = v + upd
+                dv = upd if dv is None else dv + upd
+                if tau is not None:
+                    step = upd * (dt - tau[int(p)])
+                    dx = step if dx is None else dx + step
+            if not moved:
+                break
+        if dv is None:
+            zero = v1 * 0.0
+            return zero, zero
+        return dv, (dv * 0.0 if dx is None else dx)
 
     # sphere-plane ---------------------------------------------------------------
     def _plane(self, system, normal, height, rad, x0, x1, u, v1, dt):
@@ -515,6 +558,11 @@ class _RigidBodies(System):
                     raise ValueError(f"{opname}: {type(self).__name__} state field {f!r} must have shape "
                                      f"[B, {n}] = [{self.n_bodies}, {n}]{extra}, got {list(state[f].shape)}")
         super().check_state(state, opname)
+        for f in self._field_sizes():
+            if state[f].dtype != self.mass.dtype:
+                raise TypeError(f"{opname}: {type(self).__name__} state field {f!r} has dtype {state[f].dtype} "
+                                f"but the system's parameters (mass) are {self.mass.dtype}; convert one with "
+                                ".to(dtype) (e.g. build the bodies from float32 tensors)")
 
     def linear_momentum(self, state):
         """Total linear momentum ``sum m v`` ``[D]``."""

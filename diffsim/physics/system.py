@@ -35,7 +35,38 @@ from ..autodiff import Tensor, as_tensor, get_default_dtype
 __all__ = ["System", "PotentialSystem", "as_param", "check_positive", "check_finite"]
 
 
-class System:
+class Movable:
+    """``to(device)`` for the objects that make up a system (the system itself, colliders,
+    force terms, contact models): a shallow copy whose Tensor attributes are moved with
+    ``Tensor.to`` (recorded, so gradients reach the original tensors), index arrays moved
+    to the device's array module, and nested movable objects (also inside lists and
+    tuples) moved in turn. Build parameters directly on the device when an optimizer should
+    update them there."""
+
+    def to(self, device):
+        import copy
+
+        from ..autodiff.backend import Device, move as move_array
+        dev = Device(device)
+
+        def move(v):
+            if isinstance(v, Tensor):
+                return v.to(dev)
+            if isinstance(v, Movable):
+                return v.to(dev)
+            if isinstance(v, (list, tuple)) and not hasattr(v, "_fields"):
+                return type(v)(move(u) for u in v)
+            if hasattr(v, "__array_namespace__") and getattr(v, "dtype", None) is not None \
+                    and v.dtype.kind in "biu" and getattr(v, "ndim", 0):
+                return move_array(v, dev)           # index arrays (springs, pairs, pins)
+            return v
+        new = copy.copy(self)
+        for k, v in vars(self).items():
+            setattr(new, k, move(v))
+        return new
+
+
+class System(Movable):
     """Base class of simulated systems (see the module docstring)."""
     position_fields: tuple = ("x",)
     velocity_fields: tuple = ("v",)
@@ -60,6 +91,22 @@ class System:
     def energy(self, state):
         """Total energy of ``state`` (0-d Tensor), for systems that define one."""
         raise NotImplementedError(f"{type(self).__name__} does not define an energy")
+
+    def initial_state(self, x, v=None):
+        """A ``State(x=x, v=v)`` for a system with fields ``x`` and ``v``: ``x`` a Tensor (kept as
+        is, so a gradient reaches it) or array data ``[P, D]``; ``v`` defaults to zeros like
+        ``x``. Every system has ``initial_state`` (``MassSpring``: ``x`` defaults to the rest
+        positions; rigid bodies also take orientations and angular velocities)."""
+        from ..autodiff import zeros_like
+        from .state import State
+        if tuple(self.fields) != ("x", "v"):
+            raise NotImplementedError(f"{type(self).__name__} must implement initial_state")
+        x = as_param(x, "x", f"{type(self).__name__}.initial_state")
+        if v is None:
+            v = zeros_like(x.detach())
+        else:
+            v = as_param(v, "v", f"{type(self).__name__}.initial_state", dtype=x.dtype)
+        return State(x=x, v=v)
 
     # ------------------------------------------------------------ checks
     @property
@@ -176,7 +223,7 @@ class PotentialSystem(System):
         drag: linear drag coefficient ``c`` (``dv/dt = ... - c v``), default none.
         force: optional extra force ``force(x, v, t, control) -> Tensor`` shaped like ``x``.
 
-    State fields: ``x`` and ``v`` of any (equal) shape.
+    State fields: ``x`` and ``v`` of any (equal) shape; ``initial_state(x, v=None)`` builds one.
     """
 
     def __init__(self, energy, mass=1.0, drag=None, force=None):
