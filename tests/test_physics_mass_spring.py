@@ -443,3 +443,15 @@ def test_physics_does_not_import_nn_or_render():
             if isinstance(node, ast.ImportFrom) and node.module:
                 parts = node.module.split(".")
                 assert "nn" not in parts and "render" not in parts, f"{path.name} imports {node.module}"
+
+
+def test_colliders_keep_float64_precision_and_serve_float32_simulations():
+    ground = physics.Sphere(centre=(0.1, 0.2, 0.3), radius=0.7, friction=0.3)
+    assert ground.centre.dtype == ds.float64 and float(ground.friction) == 0.3
+    x64 = ds.tensor([[0.1, 0.2, 1.0]], dtype=ds.float64)
+    x32 = x64.to(ds.float32)
+    v = ds.zeros(1, 3, dtype=ds.float64)
+    assert ground.force(x64, v).dtype == ds.float64
+    assert ground.force(x32, v.to(ds.float32)).dtype == ds.float32
+    phi, _ = ground.signed_distance(x64)
+    assert abs(float(phi) - 0.0) < 1e-15

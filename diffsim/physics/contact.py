@@ -20,7 +20,7 @@ Every collider parameter (``normal``, ``offset``, ``centre``, ``radius``, ``stif
 """
 from __future__ import annotations
 
-from ..autodiff import Tensor, get_default_dtype, sigmoid, sqrt
+from ..autodiff import Tensor, float64, sigmoid, sqrt
 from .system import Movable, as_param, check_positive
 
 __all__ = ["Collider", "GroundPlane", "Sphere", "penalty_force"]
@@ -56,6 +56,11 @@ def penalty_force(phi, normal, v, stiffness, damping=0.0, friction=0.0, smoothin
     return out
 
 
+def _like(param, x):
+    """``param`` in ``x``'s dtype (a recorded cast, so gradients still reach it)."""
+    return param if param.dtype == x.dtype else param.to(x.dtype)
+
+
 def _is_zero(c):
     return (not isinstance(c, Tensor)) and c == 0
 
@@ -77,7 +82,9 @@ class Collider(Movable):
     def __init__(self, stiffness=1e4, damping=0.0, friction=0.0, smoothing=1e-3, slip=1e-2, thickness=0.0,
                  dtype=None):
         name = type(self).__name__
-        dtype = dtype or get_default_dtype()
+        # float64 parameters by default: vectors are cast to the points' dtype where used,
+        # and 0-d ones never change it, so float32 and float64 simulations both work
+        dtype = dtype or float64
         self.stiffness = as_param(stiffness, "stiffness", name, dtype=dtype)
         self.damping = as_param(damping, "damping", name, dtype=dtype)
         self.friction = as_param(friction, "friction", name, dtype=dtype)
@@ -133,7 +140,8 @@ class GroundPlane(Collider):
     def signed_distance(self, x):
         """``phi = x . n_hat - offset`` ``[P]`` and ``n_hat`` ``[D]``."""
         self._check_dim(x, self.normal.shape[0])
-        n = self.normal / sqrt((self.normal * self.normal).sum())
+        normal = _like(self.normal, x)
+        n = normal / sqrt((normal * normal).sum())
         return (x * n).sum(-1) - self.offset, n
 
 
@@ -157,6 +165,6 @@ class Sphere(Collider):
     def signed_distance(self, x):
         """``phi = |x - centre| - radius`` ``[P]`` and normals ``[P, D]``."""
         self._check_dim(x, self.centre.shape[0])
-        r = x - self.centre
+        r = x - _like(self.centre, x)
         dist = sqrt((r * r).sum(-1) + 1e-24)
         return dist - self.radius, r / dist.unsqueeze(-1)

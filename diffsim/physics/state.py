@@ -57,12 +57,15 @@ class State:
         return len(self._f)
 
     def keys(self):
+        """Field names (a dict view)."""
         return self._f.keys()
 
     def values(self):
+        """Field Tensors (a dict view)."""
         return self._f.values()
 
     def items(self):
+        """``(name, Tensor)`` pairs (a dict view)."""
         return self._f.items()
 
     def replace(self, **changes):
@@ -90,14 +93,17 @@ class State:
         return State(**{k: v.to(*args, **kwargs) for k, v in self._f.items()})
 
     def clone(self):
+        """A State of cloned Tensors (same values and graph, new memory)."""
         return State(**{k: v.clone() for k, v in self._f.items()})
 
     @property
     def dtype(self):
+        """dtype of the first field (None for an empty State)."""
         return next(iter(self._f.values())).dtype if self._f else None
 
     @property
     def device(self):
+        """Device of the first field (None for an empty State)."""
         return next(iter(self._f.values())).device if self._f else None
 
     def __repr__(self):

@@ -73,19 +73,28 @@ class System(Movable):
 
     # ------------------------------------------------------------ dynamics
     def acceleration(self, state, t, control=None):
+        """``{velocity field: dv/dt}`` at ``state`` and time ``t`` (a float) under ``control``
+        (None, a row of simulate's controls, or a policy's output); each value has the
+        field's shape. Linear drag is not included (see ``drag``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement acceleration(state, t, control)")
 
     def kinematics(self, state):
+        """``{position field: d/dt}`` from the velocities (default ``dx/dt = v`` per pair)."""
         return {p: state[v] for p, v in zip(self.position_fields, self.velocity_fields)}
 
     @property
     def drag(self):
+        """``{velocity field: c}``, linear drag ``dv/dt = ... - c v`` (default: none)."""
         return {}
 
     def constrain(self, name, v):
+        """Project velocity field ``name`` (or its rate) onto the allowed motions (pins);
+        default: unchanged."""
         return v
 
     def post_step(self, state, prev, t, dt):
+        """Correct ``state`` after a step from ``prev`` at time ``t`` (renormalize
+        quaternions, resolve impulse collisions); default: unchanged."""
         return state
 
     def energy(self, state):
@@ -111,6 +120,7 @@ class System(Movable):
     # ------------------------------------------------------------ checks
     @property
     def fields(self):
+        """Position fields then velocity fields."""
         return tuple(self.position_fields) + tuple(self.velocity_fields)
 
     def state_shapes(self):
