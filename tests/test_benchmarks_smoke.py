@@ -150,9 +150,9 @@ def test_mlp_and_cnn_rows(bench):
 
 def test_runner_quick_physics_workloads(bench, capsys):
     run = bench("run")
-    rows = run.main(["--quick", "--only", "cloth", "nbody"])
+    rows = run.main(["--quick", "--only", "cloth", "nbody", "long_rollout"])
     assert len(rows) >= 2
     for r in rows:
         run.normalize(r)
     out = capsys.readouterr().out
-    assert "W2" in out and "nbody N=300" in out
+    assert "W2" in out and "nbody N=300" in out and "rope T=150 binomial" in out
