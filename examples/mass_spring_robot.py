@@ -5,11 +5,21 @@ legs) standing on a frictional ground (``physics.GroundPlane``: smooth penalty c
 regularized Coulomb friction). Every spring is a muscle: its rest length is
 ``L (1 + 0.25 u_j(t))``. The controller is DiffTaichi's open-loop oscillator, a small
 ``nn`` module: ``u(t) = tanh(W [sin(w t + 2 pi i / n)]_i + b)``, passed to ``simulate``
-as ``controls=policy``. Adam (gradients clipped to norm 1; the best policy is kept) maximizes the distance the robot's centre of mass travels to
-the right in ``--steps`` steps, with gradients by reverse mode through the whole rollout
-(contact and friction included).
+as ``controls=policy``. Adam maximizes the distance the robot's centre of mass travels to
+the right in ``--steps`` steps (loss = minus that displacement), with gradients by reverse
+mode through the whole rollout (contact and friction included).
 
-    python examples/mass_spring_robot.py                          # 40 iterations, saves a GIF
+Training follows DiffTaichi's recipe for a stable descent. Gradients through a 500-step
+rollout with ground contact are spiky (their norm varies by orders of magnitude between
+neighbouring policies), so the gradient is normalized to unit norm before every Adam step
+and the learning rate is small (0.015, annealed to 0.001 on a cosine schedule): each update
+then moves the weights by about ``lr``, whatever the size of the raw gradient, and the late
+updates are too small to throw away a gait already found. With clipping to norm 1 and a
+constant lr 0.03 instead, the walked distance rose and then fell back as updates overshot.
+The policy that walked furthest is kept. ``DT`` = 2 ms resolves the stiffest oscillation (ground contact, k = 2000
+on 0.1 kg nodes: omega dt ~ 0.3, well inside symplectic Euler's limit of 2).
+
+    python examples/mass_spring_robot.py                          # 40 iterations (~30 s), GIF
     python examples/mass_spring_robot.py --iters 5 --steps 200 --gif none
 
 The GIF (examples/output/mass_spring_robot.gif) needs pillow; without it the script says
@@ -73,14 +83,29 @@ def distance(robot, final):
     return final.x[:, 0].mean() - robot.positions[:, 0].mean()
 
 
-def train(iters=40, steps=500, lr=0.03, seed=0, log=print):
+def normalize_grads(params, eps=1e-12):
+    """Scale the gradients of ``params`` to unit total norm; returns the norm before."""
+    params = [p for p in params if p.grad is not None]
+    norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
+    if math.isfinite(norm):
+        for p in params:
+            p.grad = p.grad / (norm + eps)
+    else:                       # a diverged rollout: skip this update
+        for p in params:
+            p.grad = None
+    return norm
+
+
+def train(iters=40, steps=500, lr=0.015, seed=0, log=print, lr_min=1e-3):
     """Returns (distances per iteration (before each update), robot, policy). Gradients are
-    clipped to norm 1 (contact makes long-rollout gradients spiky) and the policy that
-    walked furthest is kept."""
+    normalized to unit norm (contact makes long-rollout gradients spiky; see the module
+    docstring), the learning rate is annealed from ``lr`` to ``lr_min`` (cosine), and the policy
+    that walked furthest is kept."""
     ds.manual_seed(seed)
     robot = make_robot()
     policy = Oscillator(robot.n_springs).to(DTYPE)
     opt = ds.optim.Adam(policy.parameters(), lr=lr)
+    sched = ds.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=min(lr_min, lr))
     dists = []
     best = (-math.inf, None)
     start = time.time()
@@ -92,8 +117,9 @@ def train(iters=40, steps=500, lr=0.03, seed=0, log=print):
         dists.append(d.item())
         if dists[-1] > best[0]:
             best = (dists[-1], {k: v.detach().clone() for k, v in policy.state_dict().items()})
-        nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        normalize_grads(policy.parameters())
         opt.step()
+        sched.step()
         if it % 5 == 0 or it == iters - 1:
             log(f"iter {it:4d}  distance {dists[-1]:+.4f} m  ({time.time() - start:.1f} s)")
     policy.load_state_dict(best[1])
@@ -135,7 +161,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iters", type=int, default=40, help="Adam iterations")
     p.add_argument("--steps", type=int, default=500, help=f"simulated steps per episode (dt = {DT})")
-    p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=0.015,
+                   help="initial Adam learning rate (gradients are normalized; cosine decay to 0.001)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gif", default=DEFAULT_GIF, help="where to save the gait GIF ('none': no GIF)")
     a = p.parse_args(argv)

@@ -511,6 +511,184 @@ def test_lbfgs_several_params_and_shapes():
     np.testing.assert_allclose(b.item(), -1.0, atol=1e-8)
 
 
+# LBFGS regression tests: iterates against torch on several functions, and a stiff loss with
+# LBFGS(max_iter=1, line_search_fn="strong_wolfe") (the strong-Wolfe search gets no trial budget
+# then: max_eval = 1) that used to stall, repeating one rejected trial step on every call.
+
+_LJ_R = (1.05, 1.2, 1.4, 1.7)
+_LJ_TARGET = [4 * ((1 / r) ** 12 - (1 / r) ** 6) for r in _LJ_R]     # eps = sigma = 1
+
+
+def _lj_fit(x):
+    """A stiff loss, like fitting Lennard-Jones (epsilon, sigma) = x to energies: r^-12."""
+    loss = 0.0
+    for r, e in zip(_LJ_R, _LJ_TARGET):
+        q = (x[1] / r) ** 6
+        loss = loss + (4 * x[0] * (q * q - q) - e) ** 2
+    return loss
+
+
+def _ill_quadratic(x):
+    return 0.5 * (x[0] ** 2 + 1e3 * x[1] ** 2 + 1e-2 * x[2] ** 2) + x[0] * x[1] * 0.5 + (x[2] - 1) ** 4
+
+
+def _exp_sum(x):
+    return (x * 3.0).exp().sum() + (x * -1.0).exp().sum() + (x[0] - x[1]) ** 2
+
+
+_LBFGS_FUNCS = {
+    "rosenbrock": (_rosenbrock, [-1.2, 1.0, -0.5, 0.8]),
+    "lj_fit": (_lj_fit, [0.6, 0.95]),
+    "ill_quadratic": (_ill_quadratic, [1.0, 0.3, -2.0]),
+    "exp_sum": (_exp_sum, [0.7, -0.4, 1.1]),
+}
+
+
+def _lbfgs_pair(torch, fn, x0, kw):
+    x = ds.tensor(x0, dtype=F64, requires_grad=True)
+    tx = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+    opt, topt = optim.LBFGS([x], **kw), torch.optim.LBFGS([tx], **kw)
+
+    def closure():
+        opt.zero_grad()
+        loss = fn(x)
+        loss.backward()
+        return loss
+
+    def tclosure():
+        topt.zero_grad()
+        loss = fn(tx)
+        loss.backward()
+        return loss
+
+    return x, opt, closure, tx, topt, tclosure
+
+
+@pytest.mark.parametrize("kw", [dict(max_iter=20, line_search_fn="strong_wolfe"),
+                                dict(max_iter=4, history_size=2, line_search_fn="strong_wolfe"),
+                                dict(lr=0.5, max_iter=3, max_eval=9, line_search_fn="strong_wolfe"),
+                                dict(lr=0.01, max_iter=5)],
+                         ids=["wolfe", "wolfe-short-history", "wolfe-max-eval", "fixed-step"])
+@pytest.mark.parametrize("name", sorted(_LBFGS_FUNCS))
+def test_lbfgs_iterates_match_torch(name, kw):
+    torch = pytest.importorskip("torch")
+    fn, x0 = _LBFGS_FUNCS[name]
+    x, opt, closure, tx, topt, tclosure = _lbfgs_pair(torch, fn, x0, kw)
+    for _ in range(4):
+        l1, l2 = opt.step(closure), topt.step(tclosure)
+        np.testing.assert_allclose(float(l1), float(l2.detach()), rtol=1e-9, atol=1e-14)
+        if kw.get("line_search_fn") and float(topt.state[tx]["t"]) == 0:
+            # torch's line search ran out of trials without finding a lower point and stalled
+            # (step 0, and every later call repeats it); ours searches on: at least as low
+            assert fn(x).item() <= fn(tx).item()
+            break
+        np.testing.assert_allclose(x.detach().numpy(), tx.detach().numpy(), rtol=1e-8, atol=1e-12)
+        assert opt.state[x]["func_evals"] == topt.state[tx]["func_evals"]
+        assert opt.state[x]["n_iter"] == topt.state[tx]["n_iter"]
+
+
+def _count(fn, x, opt):
+    calls = [0]
+
+    def closure():
+        calls[0] += 1
+        opt.zero_grad()
+        loss = fn(x)
+        loss.backward()
+        return loss
+    return closure, calls
+
+
+def test_lbfgs_max_iter_1_strong_wolfe_makes_progress_on_stiff_loss():
+    # the first trial step (t = lr = 1 along -g) overshoots into the r^-12 wall; with max_iter=1,
+    # max_eval = 1 leaves the line search no budget, and a rejected trial used to be returned as
+    # step 0 -- and repeated identically by every later call (parameters never changed)
+    x = ds.tensor([0.6, 0.95], dtype=F64, requires_grad=True)
+    opt = optim.LBFGS([x], lr=1.0, max_iter=1, line_search_fn="strong_wolfe")
+    closure, calls = _count(_lj_fit, x, opt)
+    first = _lj_fit(x).item()
+    losses, seen = [], {tuple(x.detach().numpy())}
+    for _ in range(25):
+        before = calls[0]
+        opt.step(closure)
+        assert calls[0] - before <= 26            # 1 + at most 25 line-search trials per call
+        losses.append(_lj_fit(x).item())
+        seen.add(tuple(x.detach().numpy()))
+    assert all(b <= a for a, b in zip(losses, losses[1:]))      # never goes up
+    assert losses[0] < first and losses[-1] < 1e-6 * first, (first, losses)
+    assert len(seen) > 5
+    np.testing.assert_allclose(x.detach().numpy(), [1.0, 1.0], atol=1e-3)
+    assert calls[0] <= 80                          # ~2 closure calls per step, not ~20
+
+
+def test_lbfgs_max_iter_1_matches_torch_while_trial_steps_are_accepted():
+    # where the first trial step is accepted, max_iter=1 runs PyTorch's algorithm unchanged
+    torch = pytest.importorskip("torch")
+    A_ = np.array([1.0, 0.5, 0.25])
+
+    def fn(x):
+        return (x * x * (ds.tensor(A_) if isinstance(x, ds.Tensor) else torch.tensor(A_))).sum() * 0.1
+
+    x, opt, closure, tx, topt, tclosure = _lbfgs_pair(torch, fn, [0.3, -0.2, 0.1],
+                                                      dict(max_iter=1, line_search_fn="strong_wolfe"))
+    for _ in range(5):
+        opt.step(closure), topt.step(tclosure)
+        np.testing.assert_allclose(x.detach().numpy(), tx.detach().numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+@pytest.mark.parametrize("max_iter", [1, 20])
+def test_lbfgs_nonfinite_trial_point_does_not_hang(bad, max_iter):
+    # a "simulation" that blows up (loss inf or NaN) beyond |x| > 2: the line search must back off
+    # from such trial points (not extrapolate further, not accept them, not step by NaN) and
+    # spend a bounded number of closure calls
+    x = ds.tensor([-1.5, 1.2], dtype=F64, requires_grad=True)
+    opt = optim.LBFGS([x], lr=10.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    n_bad = [0]
+
+    def fn(x):
+        loss = _rosenbrock(x)
+        if float((x.detach() ** 2).sum()) > 4.0:
+            n_bad[0] += 1
+            return loss * bad
+        return loss
+
+    closure, calls = _count(fn, x, opt)
+    first = _rosenbrock(x).item()
+    for _ in range(30):
+        before = calls[0]
+        opt.step(closure)
+        assert calls[0] - before <= 1 + max(25, opt.defaults["max_eval"])
+        assert np.isfinite(x.detach().numpy()).all()
+        assert float((x.detach() ** 2).sum()) <= 4.0
+    assert n_bad[0] > 0                            # the blow-up was hit, and survived
+    assert _rosenbrock(x).item() < 0.5 * first
+
+
+def test_lbfgs_nonfinite_loss_at_start_raises():
+    x = ds.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    opt = optim.LBFGS([x], line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (x * math.nan).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError, match="non-finite"):
+        opt.step(closure)
+    np.testing.assert_array_equal(x.detach().numpy(), [1.0, 2.0])
+
+
+def test_lbfgs_cubic_interpolate_never_returns_nan():
+    from diffsim.optim.lbfgs import _cubic_interpolate
+    assert _cubic_interpolate(0.0, 1.0, -1.0, 2.0, math.inf, math.nan) == 1.0
+    assert _cubic_interpolate(0.0, 1.0, -1.0, 2.0, math.nan, -1.0, bounds=(2.02, 20.0)) == 11.01
+    assert _cubic_interpolate(1.0, 1.0, -1.0, 1.0, 2.0, 1.0) == 1.0
+    t = _cubic_interpolate(0.0, 1.0, -1e200, 1.0, 1e250, 1e250)      # no OverflowError
+    assert 0.0 <= t <= 1.0
+
+
 # ---------------------------------------------------------------------- schedulers
 
 def _ds_sched(make, n, opt_name="SGD", opt_kw=None, groups=1, metrics=None):

@@ -5,10 +5,27 @@ search direction comes from the two-loop recursion over the last ``history_size`
 pairs, and steps are added back to the parameters in place. It is PyTorch's implementation
 (itself after minFunc) step for step, so the iterates match PyTorch's; scalars are kept as
 Python floats (float64).
+
+Where PyTorch's version stalls or poisons the parameters, this one departs from it (and only
+there; see ``_strong_wolfe``):
+
+- a trial point whose loss or directional derivative is inf/NaN (a simulation that blew up at
+  a long trial step) is treated as ``+inf``: bracketed and backed away from by bisection,
+  never accepted, never extrapolated beyond, never turned into a NaN step;
+- when the line search's trial budget (``max_eval`` minus the evaluations already made; 0 for
+  ``max_iter=1``) runs out before any point lower than the start was found, it keeps zooming,
+  up to 25 trials, until it finds one. PyTorch returns step 0 there, and since the stored step
+  is then 0 no curvature pair is formed and every later ``step`` repeats the same rejected
+  trial: with ``max_iter=1`` the parameters never change;
+- a line search that still finds no lower point drops the curvature pairs, so that the next
+  iteration restarts from steepest descent instead of repeating the same direction;
+- a non-finite loss or gradient at the current parameters raises instead of producing NaN.
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from ..autodiff.backend import get_xp
 from ..autodiff.grad_mode import enable_grad
@@ -19,37 +36,76 @@ __all__ = ["LBFGS"]
 
 
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
-    """Minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), clipped to ``bounds``."""
+    """Minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), clipped to ``bounds``.
+
+    As PyTorch's, with one difference: where the cubic is undefined (two equal abscissae, an
+    infinite or NaN value or slope, overflow) it returns the middle of the bounds instead of
+    NaN, so a line search never tries a NaN step."""
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    mid = (xmin_bound + xmax_bound) / 2.0
+    if x1 == x2 or not all(map(math.isfinite, (x1, f1, g1, x2, f2, g2))):
+        return mid
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1 ** 2 - g1 * g2
+    d2_square = d1 * d1 - g1 * g2          # d1 * d1, not d1 ** 2: no OverflowError for huge d1
     if d2_square >= 0:
         d2 = math.sqrt(d2_square)
         if x1 <= x2:
-            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+            den = g2 - g1 + 2 * d2
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / den) if den != 0 else math.nan
         else:
-            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+            den = g1 - g2 + 2 * d2
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / den) if den != 0 else math.nan
+        if math.isnan(min_pos):
+            return mid
         return min(max(min_pos, xmin_bound), xmax_bound)
-    return (xmin_bound + xmax_bound) / 2.0
+    return mid
 
 
 def _dot(a, b):
     return float(get_xp(a).dot(a, b))
 
 
+_LS_CAP = 25    # PyTorch's default max_ls: the most trial steps one line search may take
+
+
+def _eval_point(obj_func, x, t, d):
+    """Loss, flat gradient and directional derivative at ``x + t d``. A non-finite loss or slope
+    (the model blew up there) reads as ``+inf``: such a point is never accepted, and it makes
+    the line search backtrack instead of extrapolating further."""
+    f_new, g_new = obj_func(x, t, d)
+    f_new = float(f_new)
+    with np.errstate(invalid="ignore", over="ignore"):     # inf/NaN gradients are expected here
+        gtd_new = _dot(g_new, d)
+    if not (math.isfinite(f_new) and math.isfinite(gtd_new)):
+        f_new, gtd_new = math.inf, math.inf
+    return f_new, g_new, gtd_new
+
+
 def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
     """Line search along ``d`` from the parameters ``x`` satisfying the strong Wolfe conditions
     (sufficient decrease ``c1``, curvature ``c2``). ``obj_func(x, t, d)`` returns the loss and flat
-    gradient at ``x + t d``. Returns (loss, flat gradient, step, number of evaluations)."""
+    gradient at ``x + t d``. Returns (loss, flat gradient, step, number of evaluations).
+
+    PyTorch's ``_strong_wolfe`` (bracketing, then zoom by cubic interpolation), step for step
+    wherever that makes progress, with these safeguards:
+
+    - a trial point with a non-finite loss or slope counts as ``+inf`` (bracketed and backed
+      away from; cubic interpolation falls back to bisection), so a simulation that blows up
+      at a long trial step neither poisons the parameters with NaN nor sends the search further;
+    - when ``max_ls`` trials are spent and no point lower than ``f`` has been found (``max_ls``
+      is 0 when ``LBFGS(max_iter=1)``, whose ``max_eval`` is 1), the zoom goes on, up to
+      ``_LS_CAP`` trials in all, until it finds a lower point or the bracket shrinks below
+      ``tolerance_change``. PyTorch returns step 0 there, and the next ``step`` repeats the same
+      rejected trial forever.
+    """
     xp = get_xp(d)
     d_norm = float(xp.abs(d).max())
     g = g.copy()
-    f_new, g_new = obj_func(x, t, d)
+    f_new, g_new, gtd_new = _eval_point(obj_func, x, t, d)
     ls_func_evals = 1
-    gtd_new = _dot(g_new, d)
 
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
@@ -73,18 +129,18 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
         tmp = t
         t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
         t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
-        f_new, g_new = obj_func(x, t, d)
+        f_new, g_new, gtd_new = _eval_point(obj_func, x, t, d)
         ls_func_evals += 1
-        gtd_new = _dot(g_new, d)
         ls_iter += 1
 
-    if ls_iter == max_ls:       # reached the maximum number of iterations
+    if ls_iter >= max_ls:       # reached the maximum number of iterations
         bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+        bracket_gtd = [gtd, gtd_new]
 
     # zoom: refine the bracket until a point satisfies the strong Wolfe conditions
     insuf_progress = False
     low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
-    while not done and ls_iter < max_ls:
+    while not done and (ls_iter < max_ls or (ls_iter < _LS_CAP and not bracket_f[low_pos] < f)):
         if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
             break
         t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
@@ -102,9 +158,8 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
                 insuf_progress = True
         else:
             insuf_progress = False
-        f_new, g_new = obj_func(x, t, d)
+        f_new, g_new, gtd_new = _eval_point(obj_func, x, t, d)
         ls_func_evals += 1
-        gtd_new = _dot(g_new, d)
         ls_iter += 1
         if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
             bracket[high_pos], bracket_f[high_pos] = t, f_new
@@ -244,7 +299,14 @@ class LBFGS(Optimizer):
 
         flat_grad = self._gather_flat_grad()
         xp = get_xp(flat_grad)
-        if float(xp.abs(flat_grad).max()) <= tolerance_grad:
+        grad_max = float(xp.abs(flat_grad).max())
+        if not (math.isfinite(loss) and math.isfinite(grad_max)):
+            raise RuntimeError(
+                f"LBFGS.step: the closure returned a non-finite loss ({loss}) or gradient (max |grad| "
+                f"{grad_max}) at the current parameters; L-BFGS can't step from there (check the model "
+                "at these parameters, or use a line search: line_search_fn='strong_wolfe' never "
+                "accepts a non-finite trial point)")
+        if grad_max <= tolerance_grad:
             return orig_loss
 
         d = _arr(state.get("d"))
@@ -261,8 +323,10 @@ class LBFGS(Optimizer):
             n_iter += 1
             state["n_iter"] += 1
 
-            # compute the direction
-            if state["n_iter"] == 1:
+            # compute the direction: steepest descent first, and after a failed line search
+            # (which dropped the memory: d and prev_flat_grad are None then)
+            restart = state["n_iter"] == 1 or d is None or prev_flat_grad is None
+            if restart:
                 d = -flat_grad
                 old_dirs, old_stps, ro = [], [], []
                 H_diag = 1.0
@@ -298,7 +362,7 @@ class LBFGS(Optimizer):
             prev_loss = loss
 
             # the step length
-            if state["n_iter"] == 1:
+            if restart:
                 t = min(1.0, 1.0 / float(xp.abs(flat_grad).sum())) * lr
             else:
                 t = lr
@@ -316,8 +380,18 @@ class LBFGS(Optimizer):
 
                 loss, flat_grad, t, ls_func_evals = _strong_wolfe(
                     obj_func, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals)
+                current_evals += ls_func_evals
+                state["func_evals"] += ls_func_evals
+                if t == 0:
+                    # no lower point along d: stay, and forget the curvature pairs, so that the
+                    # next iteration (or the next call to step) restarts from steepest descent
+                    # instead of repeating the same rejected trial step (PyTorch's stalls there)
+                    d = prev_flat_grad = None
+                    old_dirs, old_stps, ro = [], [], []
+                    break
                 self._add_grad(t, d)
                 opt_cond = float(xp.abs(flat_grad).max()) <= tolerance_grad
+                ls_func_evals = 0
             else:
                 self._add_grad(t, d)
                 opt_cond = False
@@ -327,6 +401,12 @@ class LBFGS(Optimizer):
                     flat_grad = self._gather_flat_grad()
                     opt_cond = float(xp.abs(flat_grad).max()) <= tolerance_grad
                     ls_func_evals = 1
+                    if not math.isfinite(loss):
+                        # the fixed step went where the loss is inf/NaN: iterating on would only
+                        # spread NaN; the next call to step reports it
+                        current_evals += 1
+                        state["func_evals"] += 1
+                        break
 
             current_evals += ls_func_evals
             state["func_evals"] += ls_func_evals
