@@ -11,3 +11,11 @@ from . import data, io, nn, optim  # noqa: F401,E402
 from .io import load, save  # noqa: F401,E402
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ds.sparse on first use (``import diffsim`` stays as fast as before)
+    if name == "sparse":
+        import importlib
+        return importlib.import_module(".sparse", __name__)
+    raise AttributeError(f"module 'diffsim' has no attribute {name!r}")

@@ -17,9 +17,12 @@ checkpointing) and everything is differentiable.
   ``ImpulseCollisions`` (time-of-impact corrected)
 * ODEs: ``odeint`` / ``odeint_adjoint`` (dopri5, bosh3, rk4, midpoint, euler; gradients by
   backpropagation through the solver or by the adjoint method)
+* ``implicit.root``: Newton's method for ``F(x, theta) = 0``, gradients by the implicit
+  function theorem (one adjoint solve)
 """
 from .contact import Collider, GroundPlane, Sphere, penalty_force  # noqa: F401
 from .gradients import GradientReport, check_gradients  # noqa: F401
+from . import implicit  # noqa: F401  (physics.implicit.root: Newton + implicit-function-theorem gradients)
 from .integrators import RK4, ExplicitEuler, Integrator, Leapfrog, SemiImplicitEuler, VelocityVerlet  # noqa: F401
 from .mass_spring import MassSpring, spring_forces  # noqa: F401
 from .ode import odeint, odeint_adjoint  # noqa: F401
