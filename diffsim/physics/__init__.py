@@ -23,7 +23,7 @@ checkpointing) and everything is differentiable.
 from .contact import Collider, GroundPlane, Sphere, penalty_force  # noqa: F401
 from .gradients import GradientReport, check_gradients  # noqa: F401
 from . import implicit  # noqa: F401  (physics.implicit.root: Newton + implicit-function-theorem gradients)
-from .integrators import RK4, ExplicitEuler, Integrator, Leapfrog, SemiImplicitEuler, VelocityVerlet  # noqa: F401
+from .integrators import RK4, ExplicitEuler, ImplicitEuler, Integrator, Leapfrog, SemiImplicitEuler, VelocityVerlet  # noqa: F401
 from .mass_spring import MassSpring, spring_forces  # noqa: F401
 from .ode import odeint, odeint_adjoint  # noqa: F401
 from .particles import Gravity, LennardJones, PairPotential, Particles, gravity_acceleration, pair_force  # noqa: F401
@@ -33,7 +33,7 @@ from .state import State  # noqa: F401
 from .system import PotentialSystem, System  # noqa: F401
 
 __all__ = ["State", "System", "PotentialSystem", "Integrator", "ExplicitEuler", "SemiImplicitEuler",
-           "VelocityVerlet", "Leapfrog", "RK4", "simulate", "Trajectory", "clip_gradient_through_time",
+           "VelocityVerlet", "Leapfrog", "RK4", "ImplicitEuler", "simulate", "Trajectory", "clip_gradient_through_time",
            "check_gradients", "GradientReport", "odeint", "odeint_adjoint",
            "MassSpring", "spring_forces", "Collider", "GroundPlane", "Sphere", "penalty_force",
            "RigidBodies2D", "RigidBodies3D", "PenaltyGround", "PenaltySphereContact", "ImpulseCollisions",

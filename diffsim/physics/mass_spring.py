@@ -442,6 +442,91 @@ class MassSpring(System):
             F = F + self.force(x, v, t, control)
         return F
 
+    # ------------------------------------------------------------ force Jacobians
+    def _dof_pattern(self):
+        """Constant COO structure of the spring Jacobian blocks: ``rows, cols`` integer arrays
+        ``[S, 4, D, D]`` (blocks (a,a), (a,b), (b,a), (b,b); DOF ``p * D + i`` of ``x [P, D]``)."""
+        cache = getattr(self, "_jac_pattern", None)
+        xp = get_xp(self._a)
+        if cache is not None and get_xp(cache[0]) is xp:
+            return cache
+        D = self.dim
+        a, b = self._a, self._b
+        pr = xp.stack([a, a, b, b], 1)                              # block row particle [S, 4]
+        pc = xp.stack([a, b, a, b], 1)                              # block col particle [S, 4]
+        comp = xp.arange(D)
+        rows = pr[:, :, None, None] * D + comp[None, None, :, None] + 0 * comp[None, None, None, :]
+        cols = pc[:, :, None, None] * D + comp[None, None, None, :] + 0 * comp[None, None, :, None]
+        self._jac_pattern = (rows.astype(np.int64), cols.astype(np.int64))
+        return self._jac_pattern
+
+    def spring_jacobian_blocks(self, state, control=None, symmetric=False):
+        """Per-spring Jacobian blocks of the spring force ``f_s`` on particle ``a_s`` w.r.t. the
+        spring vector ``d = x[b] - x[a]`` and the relative velocity ``w = v[b] - v[a]``.
+
+        Returns ``(Kx [S, D, D], Kv [S, D, D])`` with, for ``n = d / l``,
+        ``Kx = k [(1 - L/l)(I - n n^T) + n n^T] + (c / l)[n (w - (w.n) n)^T + (w.n)(I - n n^T)]``
+        (the second, non-symmetric dashpot term is dropped with ``symmetric=True``, as
+        Baraff & Witkin do) and ``Kv = c n n^T``; a spring of zero length has ``Kx = k I``,
+        ``Kv = 0`` (as the forward op). Differentiable w.r.t. ``state.x``, ``state.v``,
+        stiffness, damping and rest lengths (``L`` under ``control`` for actuated springs)."""
+        from ..autodiff import eye, where
+        x, v = state.x, state.v
+        D = self.dim
+        d = x.index_select(0, self._b) - x.index_select(0, self._a)          # [S, D]
+        l = (d * d).sum(-1).sqrt()  # noqa: E741
+        pos_raw = l.detach()._data > 0
+        pos = as_tensor(pos_raw, device=x.device)
+        ls = where(pos, l, l.detach() * 0.0 + 1.0)
+        n = d / ls.unsqueeze(-1)
+        eyeD = eye(D, dtype=x.dtype, device=x.device)
+        nn = n.unsqueeze(-1) * n.unsqueeze(-2)                                # [S, D, D]
+        S = self.n_springs
+        one = ls.detach() * 0.0 + 1.0
+        k = self.stiffness * one                                             # [S]
+        L = self.effective_rest_length(control) * one
+        ratio = (1.0 - L / ls).unsqueeze(-1).unsqueeze(-1)
+        Kx = k.unsqueeze(-1).unsqueeze(-1) * (ratio * (eyeD - nn) + nn)
+        pos3 = pos.reshape(S, 1, 1)
+        Kx = where(pos3, Kx, k.unsqueeze(-1).unsqueeze(-1) * eyeD)
+        if _is_zero_param(self.damping):
+            Kv = Kx * 0.0
+        else:
+            c = (self.damping * one).unsqueeze(-1).unsqueeze(-1)
+            Kv = where(pos3, c * nn, Kx * 0.0)
+            if not symmetric:
+                w = v.index_select(0, self._b) - v.index_select(0, self._a)
+                wn = (w * n).sum(-1)
+                g = w - wn.unsqueeze(-1) * n
+                geo = (n.unsqueeze(-1) * g.unsqueeze(-2) + wn.unsqueeze(-1).unsqueeze(-1) * (eyeD - nn))
+                Kx = Kx + where(pos3, c * geo / ls.unsqueeze(-1).unsqueeze(-1), Kx * 0.0)
+        return Kx, Kv
+
+    def force_jacobian_coo(self, state, control=None, symmetric=False):
+        """Unassembled COO entries of the spring-force Jacobians (duplicates to be summed):
+        ``(rows, cols, dFdx [S, 4, D, D], dFdv [S, 4, D, D])`` with integer ``rows, cols``
+        ``[S, 4, D, D]`` indexing the flattened DOFs ``p * D + i``. Blocks per spring are
+        ``(a,a): -K, (a,b): K, (b,a): K, (b,b): -K`` (``K`` from ``spring_jacobian_blocks``)."""
+        from ..autodiff import stack
+        Kx, Kv = self.spring_jacobian_blocks(state, control, symmetric)
+        rows, cols = self._dof_pattern()
+        fx = stack([-Kx, Kx, Kx, -Kx], 1)
+        fv = stack([-Kv, Kv, Kv, -Kv], 1)
+        return rows, cols, fx, fv
+
+    def force_jacobian(self, state, control=None, symmetric=False):
+        """Jacobians of the spring (+ dashpot) forces ``spring_force(x, v) [P, D]`` w.r.t. the
+        positions and velocities: ``(dF/dx, dF/dv)``, two ``diffsim.sparse`` CSR matrices
+        ``[P*D, P*D]`` (DOF ``p * D + i``), assembled from per-spring ``D x D`` blocks
+        (see ``spring_jacobian_blocks``; ``symmetric=True`` drops the non-symmetric dashpot
+        term of ``dF/dx``). Their values are differentiable Tensors. Colliders, gravity, air
+        drag and the user ``force`` are not included (Baraff-Witkin implicit Euler treats
+        colliders and the user force explicitly)."""
+        from .. import sparse
+        rows, cols, fx, fv = self.force_jacobian_coo(state, control, symmetric)
+        n = self.n_particles * self.dim
+        return sparse.assemble(rows, cols, fx, (n, n)), sparse.assemble(rows, cols, fv, (n, n))
+
     def acceleration(self, state, t, control=None):
         """``{"v": F / m + g}``, ``[P, D]``."""
         m = self.mass
