@@ -10,6 +10,11 @@
   ``normal_consistency_loss``;
 * soft rasterization (``softras.py``): ``soft_rasterize`` (one custom op, tiled, hand-written
   backward); ``silhouette`` and ``render_rgba`` (mesh + camera -> image).
+* hard rasterization (``raster.py``): ``rasterize`` (z-buffer -> ``Fragments``: face index, depth,
+  barycentrics) and ``interpolate`` (vertex attributes -> pixels, differentiable);
+* shading (``shading.py``): ``AmbientLight``, ``DirectionalLight``, ``PointLight``, ``Material``,
+  ``lambertian``, ``blinn_phong``, ``sample_texture`` (bilinear) and ``shade_mesh`` (mesh + camera
+  + lights -> RGBA, soft or hard);
 
 Conventions are stated in ``camera.py`` (view space x right / y up / z forward; pixels
 v down; NDC y up) and ``softras.py`` (pixel centres in NDC).
@@ -26,3 +31,19 @@ __all__ = ["PerspectiveCamera", "OrthographicCamera", "look_at", "rotation_from"
            "Mesh", "icosphere", "uv_sphere", "box", "plane", "cylinder", "face_normals", "vertex_normals",
            "laplacian_smoothing_loss", "cotangent_laplacian_loss", "edge_length_loss", "normal_consistency_loss",
            "soft_rasterize", "silhouette", "render_rgba"]
+from .mesh import grid_faces  # noqa: E402
+
+__all__ += ["grid_faces"]
+from .raster import Fragments, interpolate, rasterize  # noqa: E402
+from .shading import (AmbientLight, DirectionalLight, Material, PointLight, blinn_phong, lambertian,  # noqa: E402
+                      sample_texture, shade_mesh)
+
+__all__ += ["Fragments", "rasterize", "interpolate", "AmbientLight", "DirectionalLight", "PointLight", "Material",
+            "lambertian", "blinn_phong", "sample_texture", "shade_mesh"]
+# volume rendering (volume.py), images and metrics (images.py), mesh files via trimesh (io.py)
+from .images import image_grid, iou, psnr, save_gif, save_image, to_uint8, turntable  # noqa: E402
+from .io import load_mesh, save_mesh  # noqa: E402
+from .volume import VolumeRender, render_volume, trilinear_interpolate  # noqa: E402
+
+__all__ += ["render_volume", "trilinear_interpolate", "VolumeRender", "save_image", "save_gif", "image_grid",
+            "turntable", "to_uint8", "iou", "psnr", "load_mesh", "save_mesh"]

@@ -22,10 +22,13 @@ def _host(a):
 
 class Mesh:
     """A triangle mesh. ``verts`` [V, 3] float Tensor (or array), ``faces`` [F, 3] integers in
-    [0, V), optional ``colors`` [V, C] per-vertex colours. Raises ValueError (naming the shapes)
-    for an empty mesh, wrong shapes, faces indexing past the vertices or non-finite vertices."""
+    [0, V), optional ``colors`` [V, C] per-vertex colours, optional ``uvs`` [V, 2] per-vertex
+    texture coordinates (u right, v up, [0, 1] spans the texture; see ``shading.sample_texture``)
+    and ``texture`` [Ht, Wt, C] (needs ``uvs``). All are Tensors that may take gradients. Raises
+    ValueError (naming the shapes) for an empty mesh, wrong shapes, faces indexing past the
+    vertices or non-finite vertices."""
 
-    def __init__(self, verts, faces, colors=None, dtype=None):
+    def __init__(self, verts, faces, colors=None, dtype=None, uvs=None, texture=None):
         if not isinstance(verts, ds.Tensor):
             verts = ds.tensor(np.asarray(verts, dtype=float), dtype=dtype or ds.get_default_dtype())
         fnp = faces.numpy() if isinstance(faces, ds.Tensor) else np.asarray(faces)
@@ -46,7 +49,20 @@ class Mesh:
                 colors = ds.tensor(np.asarray(colors, dtype=float), dtype=verts.dtype)
             if colors.ndim != 2 or colors.shape[0] != V:
                 raise ValueError(f"Mesh: colors must have shape [V={V}, C], got {list(colors.shape)}")
+        if uvs is not None:
+            if not isinstance(uvs, ds.Tensor):
+                uvs = ds.tensor(np.asarray(uvs, dtype=float), dtype=verts.dtype)
+            if uvs.ndim != 2 or uvs.shape != (V, 2):
+                raise ValueError(f"Mesh: uvs must have shape [V={V}, 2], got {list(uvs.shape)}")
+        if texture is not None:
+            if not isinstance(texture, ds.Tensor):
+                texture = ds.tensor(np.asarray(texture, dtype=float), dtype=verts.dtype)
+            if texture.ndim != 3 or 0 in texture.shape:
+                raise ValueError(f"Mesh: texture must have shape [Ht, Wt, C] (non-empty), got {list(texture.shape)}")
+            if uvs is None:
+                raise ValueError("Mesh: a texture needs per-vertex uvs [V, 2]")
         self.verts, self.colors = verts, colors
+        self.uvs, self.texture = uvs, texture
         self.faces_np = fnp.astype(np.int64)
         self.faces = ds.tensor(self.faces_np, device=verts.device)
         self._topo = None
@@ -60,8 +76,8 @@ class Mesh:
         return self.faces_np.shape[0]
 
     def with_verts(self, verts):
-        """The same topology and colours with new vertex positions [V, 3] (e.g. offset ones)."""
-        return Mesh(verts, self.faces_np, self.colors)
+        """The same topology, colours, uvs and texture with new vertex positions [V, 3] (e.g. offset ones)."""
+        return Mesh(verts, self.faces_np, self.colors, uvs=self.uvs, texture=self.texture)
 
     def topology(self):
         """Cached integer topology: dict with 'edges' [E, 2] (unique, i < j), 'edge_faces' [E2, 2]
@@ -305,3 +321,17 @@ def cylinder(radius=1.0, height=2.0, segments=32, dtype=None, device=None):
     f = np.concatenate([np.stack([k, k1, s + k1], 1), np.stack([k, s + k1, s + k], 1),
                         np.stack([np.full(s, 2 * s), k1, k], 1), np.stack([np.full(s, 2 * s + 1), s + k, s + k1], 1)])
     return _make(v, _orient_outward(v, f), dtype, device)
+
+
+def grid_faces(n, m=None):
+    """Triangles of an ``n x m`` grid of vertices numbered row-major (vertex ``i * m + j`` at grid
+    point ``(i, j)``, as in ``physics.MassSpring.cloth``): ``[2 (n-1) (m-1), 3]`` int64, two per
+    cell. With vertex ``(i, j)`` at ``i e_u + j e_v`` every face's normal points along
+    ``e_v x e_u`` (+y for a flat cloth, +z for ``hanging=True``; ``plane``'s faces)."""
+    m = n if m is None else m
+    if int(n) != n or int(m) != m or n < 2 or m < 2:
+        raise ValueError(f"grid_faces: n and m must be ints >= 2, got {n!r}, {m!r}")
+    i, j = np.meshgrid(np.arange(int(n) - 1), np.arange(int(m) - 1), indexing="ij")
+    a = (i * int(m) + j).ravel()
+    b, c, d = a + int(m), a + int(m) + 1, a + 1
+    return np.concatenate([np.stack([a, d, c], 1), np.stack([a, c, b], 1)]).astype(np.int64)
