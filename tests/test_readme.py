@@ -53,3 +53,9 @@ def test_simulating_example_runs(capsys):
     exec(compile(block("physics.check_gradients"), "README-physics", "exec"), {})
     out = capsys.readouterr().out
     assert "random dir" in out and "MISMATCH" not in out
+
+
+def test_rendering_example_runs(capsys):
+    exec(compile(block("render.silhouette"), "README-render", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.startswith("tensor([-")                 # d loss / d offset_x < 0
