@@ -38,3 +38,4 @@ __all__ = ["State", "System", "PotentialSystem", "Integrator", "ExplicitEuler", 
            "MassSpring", "spring_forces", "Collider", "GroundPlane", "Sphere", "penalty_force",
            "RigidBodies2D", "RigidBodies3D", "PenaltyGround", "PenaltySphereContact", "ImpulseCollisions",
            "Particles", "Gravity", "LennardJones", "PairPotential", "gravity_acceleration", "pair_force"]
+from .mpm import MPM, MPMIntegrator  # noqa: F401
