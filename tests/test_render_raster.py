@@ -169,3 +169,20 @@ def test_property_random_triangles_match_dense_reference(seed, n_faces, tile):
     assert np.allclose(fr.depth.numpy()[0], dep)
     b = fr.bary.numpy()[0]
     assert np.allclose(b.sum(-1)[fi >= 0], 1.0) and (b[fi >= 0] >= -1e-9).all()
+
+
+def _no_host_copies(monkeypatch):
+    """Fail on any Tensor -> numpy copy (a device -> host sync on a GPU)."""
+    def boom(self):
+        raise AssertionError("host round-trip (.numpy()) inside a render hot path")
+    monkeypatch.setattr(ds.Tensor, "numpy", boom)
+
+
+def test_interpolate_stays_on_the_device(monkeypatch):
+    m, cam = _sphere_view(16)
+    frags = R.rasterize(cam.to_ndc(m.verts).detach(), m.faces_np, 16)
+    ref = R.interpolate(m.verts, m.faces, frags)
+    _no_host_copies(monkeypatch)
+    out = R.interpolate(m.verts, m.faces, frags)                  # faces as a Tensor: no .numpy()
+    assert out.shape == (1, 16, 16, 3)
+    assert np.array_equal(out.detach()._data, ref.detach()._data)

@@ -206,3 +206,15 @@ def test_hard_textured_plane_reproduces_texture():
     m = R.Mesh(m0.verts, m0.faces_np, uvs=uvs, texture=tex)
     img = R.shade_mesh(m, _top_camera(8), [R.AmbientLight()], mode="hard").numpy()
     assert np.allclose(img[..., :3], tex) and np.allclose(img[..., 3], 1.0)
+
+
+def test_sample_texture_stays_on_the_device(monkeypatch):
+    rng = np.random.default_rng(1)
+    tex, uv = _t(rng.normal(size=(4, 5, 3))), _t(rng.uniform(-0.2, 1.2, size=(7, 2)))
+    ref = {w: R.sample_texture(tex, uv, wrap=w).detach()._data for w in ("clamp", "repeat")}
+
+    def boom(self):
+        raise AssertionError("host round-trip (.numpy()) in sample_texture")
+    monkeypatch.setattr(ds.Tensor, "numpy", boom)
+    for w in ("clamp", "repeat"):
+        assert np.array_equal(R.sample_texture(tex, uv, wrap=w).detach()._data, ref[w])

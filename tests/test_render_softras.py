@@ -235,3 +235,79 @@ def test_batched_cameras_render_each_view():
     for b in range(2):
         cb = R.PerspectiveCamera(Rm[b], T[b], image_size=(12, 10), fx=[8.0, 9.0][b])
         assert np.allclose(R.silhouette(m, cb, sigma=1e-3).numpy(), imgs[b], atol=1e-12)
+
+
+# ---------------------------------------------------------------- robustness (review)
+
+def _front_camera(size=16):
+    """At the origin looking along +z (identity pose)."""
+    return R.PerspectiveCamera(image_size=size, fov=90.0, dtype=f64)
+
+
+def test_faces_behind_the_camera_are_not_drawn():
+    cam = _front_camera()
+    # a quad entirely behind the eye (z = -2): perspective division mirrors it into the image
+    back = R.Mesh(_t([[-1, -1, -2], [1, -1, -2], [1, 1, -2], [-1, 1, -2]]), [[0, 1, 2], [0, 2, 3]],
+                  colors=_t(np.ones((4, 3))))
+    assert float(R.silhouette(back, cam).detach().numpy().max()) < 1e-6
+    assert float(R.render_rgba(back, cam).detach().numpy()[..., 3].max()) < 1e-6
+    img = R.shade_mesh(back, cam, lights=R.AmbientLight(), mode="soft").detach().numpy()
+    assert float(img[..., 3].max()) < 1e-6
+    # one corner behind the eye: the face crosses the near plane and is skipped, not mirrored
+    cross = R.Mesh(_t([[-1, -1, 2], [1, -1, 2], [0, 0.5, -1]]), [[0, 1, 2]])
+    v = cross.verts.detach().requires_grad_()
+    s = R.silhouette(cross.with_verts(v), cam)
+    assert float(s.detach().numpy().max()) < 1e-6
+    s.sum().backward()
+    assert np.isfinite(v.grad.numpy()).all()
+    # in front of the camera the same quad is drawn
+    front = R.Mesh(_t([[-1, -1, 2], [1, -1, 2], [1, 1, 2], [-1, 1, 2]]), [[0, 1, 2], [0, 2, 3]])
+    assert float(R.silhouette(front, cam).detach().numpy().max()) > 0.99
+
+
+def test_degenerate_triangles_give_finite_values_and_gradients():
+    # zero-area faces: collinear corners and a repeated corner, next to a good face
+    v = _t([[-0.5, -0.5, 2.0], [0.5, 0.5, 2.0], [0.0, 0.0, 2.0], [0.3, -0.6, 2.0], [0.6, 0.4, 2.5]], True)
+    faces = [[0, 1, 2], [3, 3, 4], [0, 3, 4]]
+    for mode in ("silhouette", "rgba"):
+        kw = dict(colors=_t(np.linspace(0, 1, 15).reshape(5, 3))) if mode == "rgba" else {}
+        out = R.soft_rasterize(v, faces, 12, sigma=1e-3, **kw)
+        assert np.isfinite(out.detach().numpy()).all()
+        assert out.detach().numpy().min() >= -1e-12 and out.detach().numpy().max() <= 1 + 1e-12
+        (g,) = ds.autograd.grad(out.sum(), [v])
+        assert np.isfinite(g.numpy()).all()
+    frags = R.rasterize(v.detach(), faces, 12)
+    assert set(np.unique(frags.face_index.numpy())) <= {-1, 2}              # degenerate faces cover nothing
+
+
+@pytest.mark.parametrize("sigma", [1e-9, 1e-12])
+def test_tiny_sigma_is_stable_and_matches_hard(sigma):
+    v = _t([[-0.6, -0.5, 2.0], [0.7, -0.3, 2.0], [0.1, 0.8, 2.0]], True)
+    s = R.soft_rasterize(v, [[0, 1, 2]], 16, sigma=sigma)
+    hard = R.rasterize(v.detach(), [[0, 1, 2]], 16).mask.numpy()[0]
+    assert np.isfinite(s.detach().numpy()).all()
+    assert R.iou(s.detach(), ds.tensor(hard.astype(float))) > 0.99
+    (g,) = ds.autograd.grad(s.sum(), [v])
+    assert np.isfinite(g.numpy()).all()
+
+
+def test_float32_inputs_stay_float32():
+    v = ds.tensor(np.asarray(TRI, np.float32), requires_grad=True)
+    c = ds.tensor(np.linspace(0, 1, 12, dtype=np.float32).reshape(4, 3), requires_grad=True)
+    out = R.soft_rasterize(v, FACES, 12, sigma=1e-3, colors=c)
+    assert out.dtype == ds.float32
+    ref = R.soft_rasterize(_t(TRI), FACES, 12, sigma=1e-3, colors=_t(c.detach().numpy()))
+    assert np.allclose(out.detach().numpy(), ref.numpy(), atol=1e-5)
+    gv, gc = ds.autograd.grad(out.sum(), [v, c])
+    assert gv.dtype == ds.float32 and gc.dtype == ds.float32
+    assert np.isfinite(gv.numpy()).all()
+
+
+def test_empty_image_no_face_in_view():
+    v = _t([[5.0, 5.0, 2.0], [6.0, 5.0, 2.0], [5.0, 6.0, 2.0]], True)
+    s = R.soft_rasterize(v, [[0, 1, 2]], 8)
+    assert s.shape == (8, 8) and float(abs(s.detach().numpy()).max()) == 0.0
+    rgba = R.soft_rasterize(v, [[0, 1, 2]], 8, colors=_t(np.ones((3, 3))), background=(0.2, 0.3, 0.4))
+    assert np.allclose(rgba.detach().numpy()[..., :3], [0.2, 0.3, 0.4]) and np.allclose(rgba.detach().numpy()[..., 3], 0)
+    (g,) = ds.autograd.grad(s.sum() + rgba.sum(), [v])
+    assert np.allclose(g.numpy(), 0)

@@ -48,7 +48,8 @@ def look_at(eye, at=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0), dtype=None):
     det +1), T = -R @ eye, so ``R @ eye + T = 0`` and ``at`` lands on the +z axis. ``up`` must
     not be parallel to ``at - eye`` (ValueError). Differentiable w.r.t. eye, at and up."""
     dtype = dtype or (eye.dtype if isinstance(eye, ds.Tensor) else ds.get_default_dtype())
-    eye, at, up = (_t(v, dtype, "look_at") for v in (eye, at, up))
+    dev = next((v.device for v in (eye, at, up) if isinstance(v, ds.Tensor)), None)
+    eye, at, up = (_t(v, dtype, "look_at", dev) for v in (eye, at, up))
     for n, v in (("eye", eye), ("at", at), ("up", up)):
         if v.shape[-1] != 3:
             raise ValueError(f"look_at: {n} must have shape [..., 3], got {list(v.shape)}")
@@ -85,12 +86,13 @@ class _Camera:
             raise ValueError(f"{type(self).__name__}: image_size must be positive, got {(H, W)}")
         self.image_size = (int(H), int(W))
         dtype = dtype or (R.dtype if isinstance(R, ds.Tensor) else ds.get_default_dtype())
-        self.R = _t(R if R is not None else ds.eye(3, dtype=dtype), dtype, "R")
-        self.T = _t(T if T is not None else [0.0, 0.0, 0.0], dtype, "T")
+        dev = next((v.device for v in (R, T) if isinstance(v, ds.Tensor)), None)
+        self.R = _t(R if R is not None else ds.eye(3, dtype=dtype, device=dev), dtype, "R", dev)
+        self.T = _t(T if T is not None else [0.0, 0.0, 0.0], dtype, "T", dev)
         if self.R.shape[-2:] != (3, 3) or self.T.shape[-1] != 3:
             raise ValueError(f"{type(self).__name__}: R must be [B?, 3, 3] and T [B?, 3], got "
                              f"{list(self.R.shape)} and {list(self.T.shape)}")
-        self.fx, self.fy, self.cx, self.cy = (_t(v, dtype, n) for v, n in
+        self.fx, self.fy, self.cx, self.cy = (_t(v, dtype, n, self.R.device) for v, n in
                                                ((fx, "fx"), (fy, "fy"), (cx, "cx"), (cy, "cy")))
         if not 0 < near < far:
             raise ValueError(f"{type(self).__name__}: need 0 < near < far, got near={near}, far={far}")
@@ -147,8 +149,9 @@ class _Camera:
 
     def _pixel_grid(self, H, W):
         H, W = H or self.image_size[0], W or self.image_size[1]
-        dtype = self.R.dtype
-        v, u = ds.meshgrid(ds.arange(H, dtype=dtype) + 0.5, ds.arange(W, dtype=dtype) + 0.5, indexing="ij")
+        dtype, dev = self.R.dtype, self.R.device
+        v, u = ds.meshgrid(ds.arange(H, dtype=dtype, device=dev) + 0.5, ds.arange(W, dtype=dtype, device=dev) + 0.5,
+                           indexing="ij")
         return u * (self.image_size[1] / W), v * (self.image_size[0] / H)   # [H, W] each
 
     def rays(self, H=None, W=None):
@@ -199,7 +202,7 @@ class PerspectiveCamera(_Camera):
 class OrthographicCamera(_Camera):
     """Parallel projection. ``scale``: half the visible height in world units (fx = fy =
     (H / 2) / scale), or intrinsics ``fx, fy, cx, cy`` in pixels per world unit. Other
-    arguments as ``PerspectiveCamera``."""
+    arguments as ``PerspectiveCamera`` (R [B?, 3, 3], T [B?, 3], intrinsics [] or [B])."""
     perspective = False
 
     def __init__(self, R=None, T=None, image_size=(256, 256), scale=1.0, fx=None, fy=None, cx=None, cy=None,

@@ -10,14 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 import diffsim as ds
-from diffsim.autodiff import backend
 
 __all__ = ["Mesh", "icosphere", "uv_sphere", "box", "plane", "cylinder", "face_normals", "vertex_normals",
            "laplacian_smoothing_loss", "cotangent_laplacian_loss", "edge_length_loss", "normal_consistency_loss"]
-
-
-def _host(a):
-    return np.asarray(backend.to_numpy(a) if hasattr(backend, "to_numpy") else a)
 
 
 class Mesh:
@@ -46,17 +41,17 @@ class Mesh:
             raise ValueError(f"Mesh: verts [{V}, 3] contain NaN or inf")
         if colors is not None:
             if not isinstance(colors, ds.Tensor):
-                colors = ds.tensor(np.asarray(colors, dtype=float), dtype=verts.dtype)
+                colors = ds.tensor(np.asarray(colors, dtype=float), dtype=verts.dtype, device=verts.device)
             if colors.ndim != 2 or colors.shape[0] != V:
                 raise ValueError(f"Mesh: colors must have shape [V={V}, C], got {list(colors.shape)}")
         if uvs is not None:
             if not isinstance(uvs, ds.Tensor):
-                uvs = ds.tensor(np.asarray(uvs, dtype=float), dtype=verts.dtype)
+                uvs = ds.tensor(np.asarray(uvs, dtype=float), dtype=verts.dtype, device=verts.device)
             if uvs.ndim != 2 or uvs.shape != (V, 2):
                 raise ValueError(f"Mesh: uvs must have shape [V={V}, 2], got {list(uvs.shape)}")
         if texture is not None:
             if not isinstance(texture, ds.Tensor):
-                texture = ds.tensor(np.asarray(texture, dtype=float), dtype=verts.dtype)
+                texture = ds.tensor(np.asarray(texture, dtype=float), dtype=verts.dtype, device=verts.device)
             if texture.ndim != 3 or 0 in texture.shape:
                 raise ValueError(f"Mesh: texture must have shape [Ht, Wt, C] (non-empty), got {list(texture.shape)}")
             if uvs is None:
@@ -69,10 +64,12 @@ class Mesh:
 
     @property
     def num_verts(self):
+        """V, the number of vertices (verts is [V, 3])."""
         return self.verts.shape[0]
 
     @property
     def num_faces(self):
+        """F, the number of faces (faces is [F, 3])."""
         return self.faces_np.shape[0]
 
     def with_verts(self, verts):
@@ -156,9 +153,10 @@ def laplacian_smoothing_loss(mesh, verts=None):
     mesh = _mesh_arg(mesh, "laplacian_smoothing_loss")
     v = mesh.verts if verts is None else verts
     e = mesh.topology()["edges"]
-    a = ds.tensor(np.concatenate([e[:, 0], e[:, 1]]), device=v.device)
+    an = np.concatenate([e[:, 0], e[:, 1]])                 # host topology: no device round-trip
+    a = ds.tensor(an, device=v.device)
     b = ds.tensor(np.concatenate([e[:, 1], e[:, 0]]), device=v.device)
-    deg = np.bincount(_host(a.numpy()), minlength=v.shape[0]).astype(float)
+    deg = np.bincount(an, minlength=v.shape[0]).astype(float)
     nsum = ds.zeros_like(v).index_add(0, a, v.index_select(0, b))
     deg_t = ds.tensor(np.maximum(deg, 1.0)[:, None], dtype=v.dtype, device=v.device)
     lap = v - nsum / deg_t
@@ -169,7 +167,7 @@ def cotangent_laplacian_loss(mesh, verts=None, eps=1e-12):
     """Cotangent Laplacian loss: mean over vertices of |Δv_i|^2 with the discrete
     Laplace-Beltrami operator Δv_i = (1 / A_i) Σ_j w_ij (v_j - v_i), w_ij = (cot α_ij + cot β_ij) / 2
     (the angles opposite edge ij) and A_i one third of the incident faces' area. Δv = -2 H n,
-    so a sphere of radius r gives about 4 / r^2. Weights are differentiable (not frozen)."""
+    so a sphere of radius r gives about 4 / r^2. Weights are differentiable (not frozen). Shapes: mesh.verts (or ``verts``) [V, 3] -> scalar Tensor []."""
     mesh = _mesh_arg(mesh, "cotangent_laplacian_loss")
     v = mesh.verts if verts is None else verts
     f = mesh.faces
@@ -191,7 +189,7 @@ def cotangent_laplacian_loss(mesh, verts=None, eps=1e-12):
 
 
 def edge_length_loss(mesh, verts=None, target=0.0):
-    """Edge-length loss: mean over unique edges of (|v_i - v_j| - target)^2 (scalar)."""
+    """Edge-length loss: mean over unique edges of (|v_i - v_j| - target)^2 (scalar). Shapes: mesh.verts (or ``verts``) [V, 3] -> scalar Tensor []."""
     mesh = _mesh_arg(mesh, "edge_length_loss")
     v = mesh.verts if verts is None else verts
     e = mesh.topology()["edges"]
@@ -204,7 +202,7 @@ def edge_length_loss(mesh, verts=None, target=0.0):
 
 def normal_consistency_loss(mesh, verts=None):
     """Normal consistency: mean over edges shared by two faces of 1 - cos(angle between the
-    two unit face normals) (scalar; 0 for a plane)."""
+    two unit face normals) (scalar; 0 for a plane). Shapes: mesh.verts (or ``verts``) [V, 3] -> scalar Tensor []."""
     mesh = _mesh_arg(mesh, "normal_consistency_loss")
     v = mesh.verts if verts is None else verts
     ef = mesh.topology()["edge_faces"]
@@ -225,7 +223,7 @@ def _make(verts, faces, dtype, device, colors=None):
 
 def icosphere(subdivisions=2, radius=1.0, center=(0.0, 0.0, 0.0), dtype=None, device=None):
     """Icosahedron subdivided ``subdivisions`` times (each face into 4, new vertices pushed to the
-    sphere): V = 10 * 4^s + 2, F = 20 * 4^s (s = 2: 162 vertices, 320 faces -- W4's sphere)."""
+    sphere): V = 10 * 4^s + 2, F = 20 * 4^s (s = 2: 162 vertices, 320 faces -- W4's sphere). Returns a ``Mesh`` (verts [V, 3] on ``device``, faces [F, 3])."""
     if subdivisions < 0:
         raise ValueError(f"icosphere: subdivisions must be >= 0, got {subdivisions}")
     t = (1 + 5 ** 0.5) / 2
@@ -250,7 +248,7 @@ def icosphere(subdivisions=2, radius=1.0, center=(0.0, 0.0, 0.0), dtype=None, de
 
 def uv_sphere(n_lat=16, n_lon=32, radius=1.0, dtype=None, device=None):
     """Latitude-longitude sphere: poles plus (n_lat - 1) rings of n_lon vertices;
-    V = n_lon (n_lat - 1) + 2, F = 2 n_lon (n_lat - 1)."""
+    V = n_lon (n_lat - 1) + 2, F = 2 n_lon (n_lat - 1). Returns a ``Mesh`` (verts [V, 3] on ``device``, faces [F, 3])."""
     if n_lat < 2 or n_lon < 3:
         raise ValueError(f"uv_sphere: need n_lat >= 2 and n_lon >= 3, got {n_lat}, {n_lon}")
     th = np.pi * np.arange(1, n_lat) / n_lat
@@ -281,7 +279,7 @@ def _orient_outward(v, f):
 
 
 def box(size=(1.0, 1.0, 1.0), dtype=None, device=None):
-    """Axis-aligned box centred at the origin with edge lengths ``size``: 8 vertices, 12 faces."""
+    """Axis-aligned box centred at the origin with edge lengths ``size``: 8 vertices, 12 faces. Returns a ``Mesh`` (verts [V, 3] on ``device``, faces [F, 3])."""
     s = np.broadcast_to(np.asarray(size, float), (3,)) / 2
     v = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
     f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
@@ -291,7 +289,7 @@ def box(size=(1.0, 1.0, 1.0), dtype=None, device=None):
 
 def plane(size=(1.0, 1.0), subdivisions=1, dtype=None, device=None):
     """Square in the y = 0 plane centred at the origin, normal +y: (n+1)^2 vertices and 2 n^2
-    faces for n = ``subdivisions``."""
+    faces for n = ``subdivisions``. Returns a ``Mesh`` (verts [V, 3] on ``device``, faces [F, 3])."""
     n = int(subdivisions)
     if n < 1:
         raise ValueError(f"plane: subdivisions must be >= 1, got {subdivisions}")
@@ -308,7 +306,7 @@ def plane(size=(1.0, 1.0), subdivisions=1, dtype=None, device=None):
 
 def cylinder(radius=1.0, height=2.0, segments=32, dtype=None, device=None):
     """Closed cylinder along y centred at the origin: two rings of ``segments`` vertices plus two
-    cap centres (2 s + 2 vertices, 4 s faces)."""
+    cap centres (2 s + 2 vertices, 4 s faces). Returns a ``Mesh`` (verts [V, 3] on ``device``, faces [F, 3])."""
     if segments < 3:
         raise ValueError(f"cylinder: segments must be >= 3, got {segments}")
     s = segments

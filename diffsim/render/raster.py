@@ -33,7 +33,7 @@ import numpy as np
 import diffsim as ds
 from diffsim.autodiff.backend import get_xp
 
-from .softras import _pixel_centres
+from .softras import _pixel_centres, _tile_faces
 
 __all__ = ["Fragments", "rasterize", "interpolate"]
 
@@ -60,14 +60,15 @@ def _bad(op, msg):
 
 
 def _check_faces(faces, V, op, shape):
-    f = faces.numpy() if isinstance(faces, ds.Tensor) else np.asarray(faces)
+    f = faces.detach()._data if isinstance(faces, ds.Tensor) else np.asarray(faces)   # numpy or cupy
     if f.ndim != 2 or f.shape[1] != 3 or f.shape[0] == 0:
         raise _bad(op, "faces must have shape [F, 3] with F > 0 (an empty mesh cannot be rendered), got "
                        f"{list(f.shape)}")
     if f.dtype.kind not in "iu":
         raise _bad(op, f"faces must be integers, got dtype {f.dtype}")
-    if f.min() < 0 or f.max() >= V:
-        raise _bad(op, f"faces [{f.shape[0]}, 3] index vertices in [{f.min()}, {f.max()}] but the vertices have "
+    fmin, fmax = int(f.min()), int(f.max())
+    if fmin < 0 or fmax >= V:
+        raise _bad(op, f"faces [{f.shape[0]}, 3] index vertices in [{fmin}, {fmax}] but the vertices have "
                        f"shape {shape}; indices must be in [0, {V - 1}]")
     return f.astype(np.int64)
 
@@ -94,38 +95,33 @@ def _raster_one(xp, v, faces, H, W, tile, near, perspective_correct, fi, dep, ba
     if perspective_correct:
         ok = ok & (fv[:, :, 2] > 0).all(1)                 # 1/z weights need positive corner depths
     lo, hi = fv[..., :2].min(1), fv[..., :2].max(1)
-    for i0 in range(0, H, tile):
-        i1 = min(H, i0 + tile)
-        my = ok & (hi[:, 1] >= ys[i1 - 1]) & (lo[:, 1] <= ys[i0])
-        for j0 in range(0, W, tile):
-            j1 = min(W, j0 + tile)
-            idx = xp.nonzero(my & (hi[:, 0] >= xs[j0]) & (lo[:, 0] <= xs[j1 - 1]))[0]
-            if int(idx.shape[0]) == 0:
-                continue
-            py, px = (a.reshape(-1) for a in xp.meshgrid(ys[i0:i1], xs[j0:j1], indexing="ij"))
-            bx = ax[idx][None] - px[:, None, None]         # corner - pixel, [P, n, 3]
-            by = ay[idx][None] - py[:, None, None]
-            Ak = xp.roll(bx, -1, 2) * xp.roll(by, -2, 2) - xp.roll(by, -1, 2) * xp.roll(bx, -2, 2)
-            lam = Ak / area[idx][None, :, None]            # signed sub-areas / signed area: >= 0 inside
-            inside = (lam >= 0).all(2)
-            z = fv[idx, :, 2][None]                        # [1, n, 3]
-            if perspective_correct:
-                w = lam / z
-                s = w.sum(2, keepdims=True)
-                s = xp.where(s > 0, s, 1.0)
-                lam = w / s
-                depth = 1.0 / s[..., 0]
-            else:
-                depth = (lam * z).sum(2)
-            depth = xp.where(inside & (depth > near), depth, xp.inf)     # [P, n]
-            best = depth.argmin(1)                         # [P]
-            P = best.shape[0]
-            dbest = depth[xp.arange(P), best]
-            hit = xp.isfinite(dbest)
-            shape = (i1 - i0, j1 - j0)
-            fi[i0:i1, j0:j1] = xp.where(hit, idx[best], -1).reshape(shape)
-            dep[i0:i1, j0:j1] = xp.where(hit, dbest, -1.0).reshape(shape)
-            bar[i0:i1, j0:j1] = xp.where(hit[:, None], lam[xp.arange(P), best], 0.0).reshape(shape + (3,))
+    for i0, i1, j0, j1, idx in _tile_faces(xp, lo, hi, xs, ys, H, W, tile, ok):
+        if int(idx.shape[0]) == 0:
+            continue
+        py, px = (a.reshape(-1) for a in xp.meshgrid(ys[i0:i1], xs[j0:j1], indexing="ij"))
+        bx = ax[idx][None] - px[:, None, None]         # corner - pixel, [P, n, 3]
+        by = ay[idx][None] - py[:, None, None]
+        Ak = xp.roll(bx, -1, 2) * xp.roll(by, -2, 2) - xp.roll(by, -1, 2) * xp.roll(bx, -2, 2)
+        lam = Ak / area[idx][None, :, None]            # signed sub-areas / signed area: >= 0 inside
+        inside = (lam >= 0).all(2)
+        z = fv[idx, :, 2][None]                        # [1, n, 3]
+        if perspective_correct:
+            w = lam / z
+            s = w.sum(2, keepdims=True)
+            s = xp.where(s > 0, s, 1.0)
+            lam = w / s
+            depth = 1.0 / s[..., 0]
+        else:
+            depth = (lam * z).sum(2)
+        depth = xp.where(inside & (depth > near), depth, xp.inf)     # [P, n]
+        best = depth.argmin(1)                         # [P]
+        P = best.shape[0]
+        dbest = depth[xp.arange(P), best]
+        hit = xp.isfinite(dbest)
+        shape = (i1 - i0, j1 - j0)
+        fi[i0:i1, j0:j1] = xp.where(hit, idx[best], -1).reshape(shape)
+        dep[i0:i1, j0:j1] = xp.where(hit, dbest, -1.0).reshape(shape)
+        bar[i0:i1, j0:j1] = xp.where(hit[:, None], lam[xp.arange(P), best], 0.0).reshape(shape + (3,))
 
 
 def rasterize(verts, faces, image_size, near=0.0, perspective_correct=False, tile=16):
@@ -200,13 +196,17 @@ def interpolate(attributes, faces, fragments):
         raise _bad(op, f"attributes must be [V, C] or [B={B}, V, C], got {list(attributes.shape)}")
     Ba, V, C = a.shape
     f = _check_faces(faces, V, op, list(attributes.shape))
-    fi = fragments.face_index.numpy().reshape(B, H * W)
-    if fi.max(initial=-1) >= f.shape[0]:
-        raise _bad(op, f"fragments reference face {fi.max()} but faces has shape {list(f.shape)}; "
+    # gather the corner vertex ids on the fragments' device (numpy or cupy): no host round-trip
+    fi = fragments.face_index._data.reshape(B, H * W)
+    xp = get_xp(fi)
+    fmax = fi.max() if fi.size else -1
+    if int(fmax) >= f.shape[0]:                                      # one scalar sync (validation)
+        raise _bad(op, f"fragments reference face {int(fmax)} but faces has shape {list(f.shape)}; "
                        "pass the faces given to rasterize")
-    vid = f[np.maximum(fi, 0)]                                       # [B, HW, 3]
+    fd = xp.asarray(f)
+    vid = fd[xp.maximum(fi, 0)]                                      # [B, HW, 3]
     if Ba > 1:
-        vid = vid + (np.arange(B) * V)[:, None, None]
+        vid = vid + (xp.arange(B, dtype=vid.dtype) * V)[:, None, None]
     flat = a.reshape(Ba * V, C)
     g = flat.index_select(0, ds.tensor(vid.reshape(-1), device=a.device)).reshape(B, H, W, 3, C)
     bary = fragments.bary.to(a.dtype) if fragments.bary.dtype != a.dtype else fragments.bary

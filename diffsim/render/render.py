@@ -24,7 +24,8 @@ def silhouette(mesh, camera, image_size=None, sigma=1e-4, **kw):
     ``mesh.verts`` and the camera's pose and intrinsics. ``kw`` go to ``soft_rasterize``."""
     scr = _screen(mesh, camera, "silhouette")
     return soft_rasterize(scr, mesh.faces_np, image_size or camera.image_size, sigma=sigma,
-                          near=camera.near, far=camera.far, **kw)
+                          near=camera.near, far=camera.far,
+                          **{"cull_near": camera.near, **kw})
 
 
 def render_rgba(mesh, camera, image_size=None, sigma=1e-4, gamma=1e-4, colors=None, background=None, **kw):
@@ -38,4 +39,4 @@ def render_rgba(mesh, camera, image_size=None, sigma=1e-4, gamma=1e-4, colors=No
             raise ValueError("render_rgba: the mesh has no vertex colours; pass colors [V, C] or face_colors [F, C]")
     return soft_rasterize(scr, mesh.faces_np, image_size or camera.image_size, sigma=sigma, gamma=gamma,
                           colors=colors, background=background, mode="rgba", near=camera.near, far=camera.far,
-                          **kw)
+                          **{"cull_near": camera.near, **kw})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 import diffsim as ds
+from diffsim.autodiff.backend import get_xp
 
 from .camera import _Camera
 from .mesh import Mesh
@@ -42,7 +43,7 @@ def _vec(x, n, name, op, like=None):
         a = np.asarray(x, dtype=float)
         if a.ndim == 0 and n > 1:
             a = np.full(n, float(a))
-        x = ds.tensor(a, dtype=dtype)
+        x = ds.tensor(a, dtype=dtype, device=like.device if isinstance(like, ds.Tensor) else None)
     if n and (x.ndim == 0 or x.shape[-1] != n):
         raise ValueError(f"{op}: {name} must have shape [..., {n}], got {list(x.shape)}")
     return x
@@ -53,6 +54,12 @@ def _scalar(x, name, op, like=None):
         dtype = like.dtype if isinstance(like, ds.Tensor) else ds.get_default_dtype()
         x = ds.tensor(float(x), dtype=dtype)
     return x
+
+
+def _on(x, like):
+    """x moved (differentiably) to ``like``'s device: lights and materials built from floats live on
+    the CPU, the mesh may be on a GPU."""
+    return x if x.device == like.device else x.to(like.device)
 
 
 def _unit(v):
@@ -83,7 +90,7 @@ class DirectionalLight:
 
     def illuminate(self, points):
         """points [..., 3] -> (l [..., 3] unit direction towards the light, radiance [..., 3] or [3])."""
-        return _unit(self.direction) + points * 0, self.color * self.intensity
+        return _unit(_on(self.direction, points)) + points * 0, _on(self.color * self.intensity, points)
 
 
 class PointLight:
@@ -98,9 +105,9 @@ class PointLight:
 
     def illuminate(self, points):
         """points [..., 3] -> (l [..., 3] unit direction towards the light, radiance [..., 3])."""
-        d = self.position - points
+        d = _on(self.position, points) - points
         d2 = (d * d).sum(-1, keepdim=True)
-        rad = self.color * self.intensity
+        rad = _on(self.color * self.intensity, points)
         if self.quadratic:
             rad = rad / (1.0 + self.quadratic * d2)
         return d / (d2 + _EPS).sqrt(), rad + points * 0
@@ -143,8 +150,10 @@ def _check_shading_inputs(op, normals, points, albedo):
 
 
 def _shade(op, normals, points, albedo, lights, material, eye, specular, view_dir=None):
-    albedo = _check_shading_inputs(op, normals, points, albedo)
+    albedo = _on(_check_shading_inputs(op, normals, points, albedo), normals)
     material = material or Material()
+    ka, kd, ks, shin = (_on(x, normals) for x in (material.ambient, material.diffuse, material.specular,
+                                                  material.shininess))
     lights = _lights(lights, op)
     n = _unit(normals)
     zero = n * 0
@@ -159,7 +168,7 @@ def _shade(op, normals, points, albedo, lights, material, eye, specular, view_di
             e = _unit(_vec(eye, 3, "eye", op, normals) - points)
     for li in lights:
         if isinstance(li, AmbientLight):
-            amb = amb + li.radiance()
+            amb = amb + _on(li.radiance(), normals)
             continue
         if points is None:
             if isinstance(li, PointLight):
@@ -167,6 +176,7 @@ def _shade(op, normals, points, albedo, lights, material, eye, specular, view_di
             l, rad = li.illuminate(zero)
         else:
             l, rad = li.illuminate(points)
+        l, rad = _on(l, normals), _on(rad, normals)
         ndl = (n * l).sum(-1, keepdim=True)
         dif = dif + rad * ds.relu(ndl)
         if specular:
@@ -174,10 +184,10 @@ def _shade(op, normals, points, albedo, lights, material, eye, specular, view_di
             ndh = (n * h).sum(-1, keepdim=True)
             lit = (ndl > 0) & (ndh > 0)
             base = ds.where(lit, ndh, ds.ones_like(ndh))             # no log(0) in pow's gradient
-            spec = spec + rad * ds.where(lit, base ** material.shininess, ds.zeros_like(ndh))
-    out = albedo * (material.ambient * amb + material.diffuse * dif)
+            spec = spec + rad * ds.where(lit, base ** shin, ds.zeros_like(ndh))
+    out = albedo * (ka * amb + kd * dif)
     if specular:
-        out = out + material.specular * spec
+        out = out + ks * spec
     return out
 
 
@@ -231,13 +241,15 @@ def sample_texture(texture, uv, wrap="clamp"):
     x0 = x.detach().floor()
     y0 = y.detach().floor()
     fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x0n, y0n = x0.numpy().astype(np.int64), y0.numpy().astype(np.int64)
+    # integer texel indices computed on the tensors' own device (numpy or cupy): no host round-trip
+    xp = get_xp(x0._data)
+    x0n, y0n = x0._data.astype(np.int64), y0._data.astype(np.int64)
 
     def idx(i, j):
         if wrap == "clamp":
-            i, j = np.clip(i, 0, Ht - 1), np.clip(j, 0, Wt - 1)
+            i, j = xp.clip(i, 0, Ht - 1), xp.clip(j, 0, Wt - 1)
         else:
-            i, j = np.mod(i, Ht), np.mod(j, Wt)
+            i, j = xp.mod(i, Ht), xp.mod(j, Wt)
         return ds.tensor(i * Wt + j, device=texture.device)
 
     flat = texture.reshape(Ht * Wt, C)
@@ -316,7 +328,8 @@ def shade_mesh(mesh, camera, lights=(), material=None, image_size=None, mode="so
             rgb = rgb.expand(camera.R.shape[0], *rgb.shape)
         scr = camera.to_ndc(verts)
         return soft_rasterize(scr, mesh.faces_np, size, sigma=sigma, gamma=gamma, colors=rgb,
-                              background=tuple(bg), mode="rgba", near=camera.near, far=camera.far, **kw)
+                              background=tuple(bg), mode="rgba", near=camera.near, far=camera.far,
+                              **{"cull_near": camera.near, **kw})
     scr = camera.to_ndc(verts)
     frags = rasterize(scr.detach(), mesh.faces_np, size, near=camera.near, perspective_correct=camera.perspective)
     B, H, W = frags.face_index.shape

@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 import diffsim as ds
-from diffsim.autodiff.backend import get_xp
+from diffsim.autodiff.backend import get_xp, to_numpy
 from diffsim.autodiff.function import apply, call_op, defop
 from diffsim.autodiff.rawops import RAW_NS
 
@@ -52,23 +52,49 @@ def _pixel_centres(xp, H, W, dtype):
     return xs, ys
 
 
-def _tiles(xp, v, faces, H, W, tile, sigma):
-    """Per batch element: (list of (rows slice, cols slice, face index array)) and per-face geometry."""
+def _tile_faces(xp, lo, hi, xs, ys, H, W, tile, valid=None):
+    """Faces whose (grown) screen bounding box [lo, hi] ([F, 2] each) overlaps each tile.
+
+    Returns a list of (i0, i1, j0, j1, face index array on xp's device). The tile x face overlap
+    masks are built on the device for a chunk of tile rows at a time (at most 2^24 booleans) and
+    the per-tile counts come to the host once per chunk, so a GPU syncs once per chunk rather than
+    once per tile. ``valid`` [F] bool: faces to consider at all."""
+    F = lo.shape[0]
+    rows, cols = list(range(0, H, tile)), list(range(0, W, tile))
+    nC = len(cols)
+    c0 = xp.asarray(cols, dtype=np.int64)
+    c1 = xp.asarray([min(W, j + tile) - 1 for j in cols], dtype=np.int64)
+    mx = (hi[None, :, 0] >= xs[c0][:, None]) & (lo[None, :, 0] <= xs[c1][:, None])      # [nC, F]
+    if valid is not None:
+        mx = mx & valid[None]
+    chunk = max(1, (1 << 24) // max(1, nC * F))
+    out = []
+    for k0 in range(0, len(rows), chunk):
+        rr = rows[k0:k0 + chunk]
+        r0 = xp.asarray(rr, dtype=np.int64)
+        r1 = xp.asarray([min(H, i + tile) - 1 for i in rr], dtype=np.int64)
+        my = (hi[None, :, 1] >= ys[r1][:, None]) & (lo[None, :, 1] <= ys[r0][:, None])  # [nr, F]
+        tid, fid = xp.nonzero((my[:, None, :] & mx[None]).reshape(len(rr) * nC, F))
+        counts = to_numpy(xp.bincount(tid, minlength=len(rr) * nC)) if tid.size else np.zeros(len(rr) * nC, int)
+        offs = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        for a, i0 in enumerate(rr):
+            for c, j0 in enumerate(cols):
+                t = a * nC + c
+                out.append((i0, min(H, i0 + tile), j0, min(W, j0 + tile), fid[offs[t]:offs[t + 1]]))
+    return out
+
+
+def _tiles(xp, v, faces, H, W, tile, sigma, cull_near=None):
+    """Per batch element: pixel centres, per-face corners fv [F, 3, 3] and the tiles (``_tile_faces``).
+    ``cull_near``: faces with a corner at depth <= cull_near (behind the camera or crossing its
+    near plane, where the perspective division mirrors them) take part in no tile."""
     xs, ys = _pixel_centres(xp, H, W, v.dtype)
     fv = v[faces]                                          # [F, 3, 3]
     r = math.sqrt(CULL_LOG * sigma)
     lo = fv[..., :2].min(1) - r                            # [F, 2]
     hi = fv[..., :2].max(1) + r
-    out = []
-    for i0 in range(0, H, tile):
-        i1 = min(H, i0 + tile)
-        ylo, yhi = ys[i1 - 1], ys[i0]
-        my = (hi[:, 1] >= ylo) & (lo[:, 1] <= yhi)
-        for j0 in range(0, W, tile):
-            j1 = min(W, j0 + tile)
-            m = my & (hi[:, 0] >= xs[j0]) & (lo[:, 0] <= xs[j1 - 1])
-            out.append((i0, i1, j0, j1, xp.nonzero(m)[0]))
-    return xs, ys, fv, out
+    valid = None if cull_near is None else (fv[..., 2] > cull_near).all(1)
+    return xs, ys, fv, _tile_faces(xp, lo, hi, xs, ys, H, W, tile, valid)
 
 
 def _face_terms(xp, px, py, fvt, sigma, grad=True):
@@ -164,7 +190,8 @@ def _prep(v, colors, a):
     return xp, faces
 
 
-def _softras_fwd(v, colors=None, *, faces, H, W, sigma, gamma, eps, near, far, background, mode, tile, clamp):
+def _softras_fwd(v, colors=None, *, faces, H, W, sigma, gamma, eps, near, far, background, mode, tile, clamp,
+                 cull_near=None):
     a = dict(faces=faces, sigma=sigma, gamma=gamma, eps=eps, near=near, far=far)
     xp, faces = _prep(v, colors, a)
     B, F = v.shape[0], faces.shape[0]
@@ -173,7 +200,7 @@ def _softras_fwd(v, colors=None, *, faces, H, W, sigma, gamma, eps, near, far, b
     bg = xp.asarray(background, dtype=v.dtype)
     l8 = math.log1p(_EPS8)
     for b in range(B):
-        xs, ys, fv, tiles = _tiles(xp, v[b], faces, H, W, tile, sigma)
+        xs, ys, fv, tiles = _tiles(xp, v[b], faces, H, W, tile, sigma, cull_near)
         for i0, i1, j0, j1, idx in tiles:
             py, px = (a_.reshape(-1) for a_ in xp.meshgrid(ys[i0:i1], xs[j0:j1], indexing="ij"))
             n = int(idx.shape[0])
@@ -196,7 +223,8 @@ def _softras_fwd(v, colors=None, *, faces, H, W, sigma, gamma, eps, near, far, b
     return out
 
 
-def _softras_bwd_raw(g, v, colors, *, faces, H, W, sigma, gamma, eps, near, far, background, mode, tile, clamp):
+def _softras_bwd_raw(g, v, colors, *, faces, H, W, sigma, gamma, eps, near, far, background, mode, tile, clamp,
+                     cull_near=None):
     a = dict(faces=faces, sigma=sigma, gamma=gamma, eps=eps, near=near, far=far)
     xp, faces = _prep(v, colors, a)
     B, V = v.shape[:2]
@@ -207,7 +235,7 @@ def _softras_bwd_raw(g, v, colors, *, faces, H, W, sigma, gamma, eps, near, far,
     gv = xp.zeros_like(v)
     gc = xp.zeros_like(colors) if C else None
     for b in range(B):
-        xs, ys, fv, tiles = _tiles(xp, v[b], faces, H, W, tile, sigma)
+        xs, ys, fv, tiles = _tiles(xp, v[b], faces, H, W, tile, sigma, cull_near)
         gf = xp.zeros((F, 3, 3), v.dtype)                  # d/d corner (x, y, depth)
         for i0, i1, j0, j1, idx in tiles:
             n = int(idx.shape[0])
@@ -298,7 +326,7 @@ def _bad(msg):
 
 
 def soft_rasterize(verts, faces, image_size, sigma=1e-4, gamma=1e-4, colors=None, background=None,
-                   mode=None, near=1.0, far=100.0, eps=1e-3, tile=8, clamp=True, face_colors=None):
+                   mode=None, near=1.0, far=100.0, eps=1e-3, tile=8, clamp=True, face_colors=None, cull_near=None):
     """Soft silhouette / colour image of screen-space triangles (SoftRas).
 
     verts: [B, V, 3] or [V, 3] float Tensor, (x_ndc, y_ndc, depth) per vertex (differentiable).
@@ -318,6 +346,9 @@ def soft_rasterize(verts, faces, image_size, sigma=1e-4, gamma=1e-4, colors=None
     on a CPU from 64x64 to 256x256).
     clamp: clamp the silhouette at 0 (default; ``clamp=False`` gives W4's formula exactly, whose
     value on empty pixels is 1 - (1 + 1e-8)^F, slightly negative).
+    cull_near: None (default) or a float: faces with a corner at depth <= cull_near are skipped
+    (D = 0 everywhere; no clipping). Cameras mirror points behind the eye through the perspective
+    division, so ``silhouette`` / ``render_rgba`` / ``shade_mesh`` pass the camera's ``near``.
     Faces whose bounding box grown by sqrt(18.42 sigma) misses a tile count as D = 0 there
     (module docstring). Memory: O(tile^2 * faces per tile); the backward recomputes per tile.
     Unbatched verts [V, 3] give outputs without the leading B. Gradients flow to verts (x, y
@@ -363,7 +394,8 @@ def soft_rasterize(verts, faces, image_size, sigma=1e-4, gamma=1e-4, colors=None
     if mode not in ("silhouette", "rgba"):
         raise _bad(f"mode must be 'silhouette' or 'rgba', got {mode!r}")
     attrs = dict(faces=f.astype(np.int64), H=H, W=W, sigma=float(sigma), gamma=float(gamma), eps=float(eps),
-                 near=float(near), far=float(far), mode=mode, tile=int(tile), clamp=bool(clamp))
+                 near=float(near), far=float(far), mode=mode, tile=int(tile), clamp=bool(clamp),
+                 cull_near=None if cull_near is None else float(cull_near))
     if mode == "silhouette":
         attrs["background"] = ()
         out = apply(_softras_op, (v,), attrs)[..., 0]
