@@ -39,3 +39,4 @@ __all__ = ["State", "System", "PotentialSystem", "Integrator", "ExplicitEuler", 
            "RigidBodies2D", "RigidBodies3D", "PenaltyGround", "PenaltySphereContact", "ImpulseCollisions",
            "Particles", "Gravity", "LennardJones", "PairPotential", "gravity_acceleration", "pair_force"]
 from .mpm import MPM, MPMIntegrator  # noqa: F401
+from . import fem  # noqa: F401
