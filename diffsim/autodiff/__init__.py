@@ -29,3 +29,4 @@ def is_tensor(obj) -> bool:
 from . import func  # noqa: E402
 from . import checkpoint  # noqa: E402  (a callable module: ds.checkpoint(fn, *args))
 from .checkpoint import checkpoint_binomial, checkpoint_sequential  # noqa: E402
+from . import fft  # noqa: E402,F401  (ds.fft: differentiable rfftn/irfftn/fftn/ifftn)
