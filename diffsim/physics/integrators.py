@@ -36,9 +36,12 @@ __all__ = ["Integrator", "ExplicitEuler", "SemiImplicitEuler", "VelocityVerlet",
 
 
 def _decay(c, h):
-    """``exp(-c h)`` for a number or a Tensor ``c``."""
+    """``exp(-c h)`` for a number or a Tensor ``c`` (a 0-d CPU tensor that needs no gradient
+    becomes a number: two ops fewer per step)."""
     if isinstance(c, Tensor):
-        return (c * (-h)).exp()
+        if c.requires_grad or c.dim() or c.device.type != "cpu":
+            return (c * (-h)).exp()
+        c = float(c)
     return math.exp(-c * h)
 
 
