@@ -18,7 +18,9 @@ How the forces are computed:
   evaluated in blocks of rows (memory O(N * chunk), never an [N, N] graph), with a
   hand-written vectorized backward (gradients w.r.t. ``x``, ``m``, ``G`` and ``eps``) that
   recomputes the same blocks. Direct differences only (no ``|x|^2`` expansion), so close
-  pairs lose no accuracy.
+  pairs lose no accuracy. On the GPU (cupy arrays, float32/float64, D = 2 or 3) the forward
+  and the plain (not ``create_graph``) backward are hand-written CUDA kernels instead
+  (``_cuda_gravity.py``: one thread per particle, source tiles in shared memory).
 * Pair potentials (``PairPotential``, ``LennardJones``): the pair list (``i < j``, integer
   data from ``neighbors.neighbor_pairs``) is recomputed from the detached positions on every
   force evaluation; displacements ``d = x_j - x_i`` (minimum image in a box) and distances
@@ -48,6 +50,7 @@ from ..autodiff.checkpoint import scratch_leaf
 from ..autodiff.function import call_op, defop
 from ..autodiff.grad_mode import STATE
 from ..autodiff.rawops import RAW_NS
+from . import _cuda_gravity
 from .neighbors import all_pairs, neighbor_pairs
 from .system import Movable, System, as_param, check_positive
 
@@ -101,6 +104,18 @@ def _gravity_fwd(x, m, G, eps, chunk):
 _gravity = defop("gravity", _gravity_fwd, save=(0, 1, 2, 3))
 
 
+def _gravity_fwd_cuda(x, m, G, eps, chunk):
+    """The forward on cupy arrays: the hand-written kernel (``_cuda_gravity``) where it applies
+    (float32/float64, D = 2 or 3), else the chunked cupy path; ``chunk`` does not matter to
+    the kernel."""
+    if _cuda_gravity.supports(x):
+        return _cuda_gravity.gravity_forward(x, m, G, eps)
+    return _gravity_fwd(x, m, G, eps, chunk)
+
+
+_gravity.cuda_fwd = _gravity_fwd_cuda
+
+
 def _gravity_vjp_fwd(g, x, m, G, eps, chunk):
     """Gradients of ``sum(g * a)`` w.r.t. ``x``, ``m``, ``G``, ``eps`` (see ``_gravity``), in the
     same row blocks as the forward: for a pair with ``d = x_j - x_i``, ``k = r_e^-3``,
@@ -148,6 +163,10 @@ _gravity_vjp = defop("gravity_vjp", _gravity_vjp_fwd, n_out=4)
 
 @_gravity.defvjp
 def _(ns, node, g, x, m, G, eps):
+    if ns is RAW_NS and type(x) is not np.ndarray and _cuda_gravity.supports(x):
+        # a plain backward on the GPU: the hand-written kernel (under create_graph the
+        # gravity_vjp op below is recorded, so that its backward can raise clearly)
+        return _cuda_gravity.gravity_vjp(g, x, m, G, eps)
     gx, gm, gG, geps = call_op(ns, _gravity_vjp, g, x, m, G, eps, chunk=node.attrs["chunk"])
     return gx, gm, gG, geps
 
