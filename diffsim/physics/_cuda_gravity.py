@@ -247,8 +247,9 @@ def _dev_scalar(cp, v, dtype):
 def _prepare(cp, x, m, G, eps):
     dtype = x.dtype
     x = cp.ascontiguousarray(x)
-    m = cp.ascontiguousarray(cp.asarray(m).astype(dtype, copy=False))
-    ms = 0 if m.ndim == 0 else 1
+    m = cp.asarray(m).astype(dtype, copy=False)
+    ms = 0 if m.ndim == 0 else 1          # before ascontiguousarray, which makes 0-d arrays 1-d
+    m = cp.ascontiguousarray(m.reshape(-1))
     e2 = _dev_scalar(cp, eps * eps, dtype)
     Gd = _dev_scalar(cp, G, dtype)
     return x, m, ms, Gd, e2
