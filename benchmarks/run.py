@@ -31,7 +31,7 @@ if ROOT not in sys.path:            # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 WORKLOADS = ("opchain", "large_arrays", "checkpoint_memory", "data_loading", "mlp", "cnn_step", "cloth",
-             "nbody", "long_rollout", "softras", "mpm")
+             "nbody", "long_rollout", "softras", "mpm", "fluids", "fem")
 
 
 def _run_opchain(mod, quick):
@@ -83,7 +83,15 @@ def _run_mpm(mod, quick):
     return mod.run(n_particles=256, n_grid=32, steps=2, repeats=2) if quick else mod.run()
 
 
-RUNNERS = {"softras": _run_softras, "mpm": _run_mpm, "long_rollout": _run_long_rollout, "cloth": _run_cloth, "nbody": _run_nbody, "mlp": _run_mlp, "cnn_step": _run_cnn, "opchain": _run_opchain, "large_arrays": _run_large, "checkpoint_memory": _run_checkpoint,
+def _run_fluids(mod, quick):
+    return mod.run(n=32, repeats=2) if quick else mod.run()
+
+
+def _run_fem(mod, quick):
+    return mod.run(n=10, repeats=2) if quick else mod.run()
+
+
+RUNNERS = {"fluids": _run_fluids, "fem": _run_fem, "softras": _run_softras, "mpm": _run_mpm, "long_rollout": _run_long_rollout, "cloth": _run_cloth, "nbody": _run_nbody, "mlp": _run_mlp, "cnn_step": _run_cnn, "opchain": _run_opchain, "large_arrays": _run_large, "checkpoint_memory": _run_checkpoint,
            "data_loading": _run_data_loading}
 
 
