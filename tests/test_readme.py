@@ -59,3 +59,8 @@ def test_rendering_example_runs(capsys):
     exec(compile(block("render.silhouette"), "README-render", "exec"), {})
     out = capsys.readouterr().out
     assert out.startswith("tensor([-")                 # d loss / d offset_x < 0
+
+
+def test_sparse_and_fem_example_runs(capsys):
+    exec(compile(block("sparse.solve(A, b)"), "README-sparse", "exec"), {})
+    assert capsys.readouterr().out.strip() == "(148,) True"
