@@ -33,7 +33,7 @@ import numpy as np
 import diffsim as ds
 from diffsim.autodiff.backend import get_xp
 
-from .softras import _pixel_centres, _tile_faces
+from .softras import _pixel_centres, _tile_faces, image_size_hw
 
 __all__ = ["Fragments", "rasterize", "interpolate"]
 
@@ -71,19 +71,6 @@ def _check_faces(faces, V, op, shape):
         raise _bad(op, f"faces [{f.shape[0]}, 3] index vertices in [{fmin}, {fmax}] but the vertices have "
                        f"shape {shape}; indices must be in [0, {V - 1}]")
     return f.astype(np.int64)
-
-
-def _image_size(image_size, op):
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    try:
-        H, W = (int(s) for s in image_size)
-        ok = H > 0 and W > 0 and all(float(s) == int(s) for s in image_size)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise _bad(op, f"image_size must be a positive int or (H, W) of positive ints, got {image_size!r}")
-    return H, W
 
 
 def _raster_one(xp, v, faces, H, W, tile, near, perspective_correct, fi, dep, bar):
@@ -158,7 +145,7 @@ def rasterize(verts, faces, image_size, near=0.0, perspective_correct=False, til
     if not bool(xp.isfinite(v).all()):
         raise _bad(op, f"verts {shape} contain NaN or inf")
     f = _check_faces(faces, v.shape[1], op, shape)
-    H, W = _image_size(image_size, op)
+    H, W = image_size_hw(image_size, op)
     if int(tile) < 1:
         raise _bad(op, f"tile must be >= 1, got {tile}")
     fx = f if xp is np else xp.asarray(f)

@@ -325,6 +325,20 @@ def _bad(msg):
     return ValueError("soft_rasterize: " + msg)
 
 
+def image_size_hw(image_size, op):
+    """``(H, W)`` from an int or a pair of positive ints; ValueError naming ``op`` otherwise."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    try:
+        H, W = (int(s) for s in image_size)
+        ok = H > 0 and W > 0 and all(float(s) == int(s) for s in image_size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{op}: image_size must be a positive int or (H, W) of positive ints, got {image_size!r}")
+    return H, W
+
+
 def soft_rasterize(verts, faces, image_size, sigma=1e-4, gamma=1e-4, colors=None, background=None,
                    mode=None, near=1.0, far=100.0, eps=1e-3, tile=8, clamp=True, face_colors=None, cull_near=None):
     """Soft silhouette / colour image of screen-space triangles (SoftRas).
@@ -373,15 +387,7 @@ def soft_rasterize(verts, faces, image_size, sigma=1e-4, gamma=1e-4, colors=None
                    f"{list(verts.shape)}; indices must be in [0, {V - 1}]")
     if not bool(ds.isfinite(v.detach()).all()):
         raise _bad(f"verts {list(verts.shape)} contain NaN or inf")
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    try:
-        H, W = (int(s) for s in image_size)
-        ok = H > 0 and W > 0 and all(float(s) == int(s) for s in image_size)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise _bad(f"image_size must be a positive int or (H, W) of positive ints, got {image_size!r}")
+    H, W = image_size_hw(image_size, "soft_rasterize")
     if not (sigma > 0) or not (gamma > 0):
         raise _bad(f"sigma and gamma must be > 0, got sigma={sigma}, gamma={gamma}")
     if not 0 <= near < far:
