@@ -259,6 +259,28 @@ def test_poisson_singular_cases(bc, methods, rng):
         np.testing.assert_allclose(u.numpy(), exact - exact.mean(), atol=1e-7, err_msg=m)
 
 
+@pytest.mark.parametrize("bc", ["neumann", "periodic", ("neumann", "periodic")])
+def test_poisson_jacobi_converges_on_singular_problems(bc, rng):
+    """Plain Jacobi oscillates forever on the checkerboard mode of a Neumann / even periodic
+    grid (the iteration matrix has eigenvalue -1); the singular cases need damping."""
+    g = G.Grid((6, 4), spacing=(0.5, 0.7))
+    f = t64(rng.standard_normal((6, 4)))
+    u = G.poisson(f, g, bc, method="jacobi", iterations=3000)
+    ref = G.poisson(f, g, bc, method="direct")
+    np.testing.assert_allclose(u.numpy(), ref.numpy(), atol=1e-8)
+
+
+@pytest.mark.parametrize("bc", BCS)
+def test_poisson_and_laplacian_matrix_on_a_single_cell(bc):
+    g = G.Grid((1,), spacing=0.5)
+    L = G.laplacian_matrix(g, bc)
+    assert L.shape == (1, 1)
+    np.testing.assert_allclose(L.to_dense().numpy(), [[0.0 if bc != "dirichlet" else -16.0]])
+    f = t64([2.0])
+    u = G.poisson(f, g, bc, method="direct")
+    np.testing.assert_allclose(u.numpy(), [0.0 if bc != "dirichlet" else -0.125])
+
+
 @pytest.mark.parametrize("bc,method", [("periodic", "fft"), ("periodic", "cg"), ("neumann", "direct"),
                                        ("neumann", "fft"), (("dirichlet", "neumann"), "fft"),
                                        ("dirichlet", "direct"), ("dirichlet", "cg"), ("dirichlet", "jacobi")])

@@ -292,6 +292,26 @@ def test_matrix_free_cg_with_sparse_operator_and_multiple_rhs():
     np.testing.assert_allclose(N(B.grad), N(B2.grad), atol=1e-8)
 
 
+def test_matrix_free_cg_double_backward_wrt_b_and_clear_error_through_matvec_parameters():
+    """Second derivatives w.r.t. b are exact (x is linear in b); through Tensors that matvec
+    closes over they would miss the dependence of x on them, so they raise instead of being
+    silently wrong."""
+    from diffsim.testing import gradgradcheck
+    D, r, c = _spd(6, seed=31)
+    rng = np.random.default_rng(32)
+    Kc = ds.tensor(D, dtype=ds.float64)
+    b = ds.tensor(rng.standard_normal(6), dtype=ds.float64, requires_grad=True)
+    assert gradgradcheck(lambda b: (sp.cg(lambda v: Kc @ v, b) ** 3).sum(), (b,))
+    K = ds.tensor(D, dtype=ds.float64, requires_grad=True)
+    y = (sp.cg(lambda v: K @ v, b) ** 2).sum()
+    with pytest.raises(RuntimeError, match="sparse.cg: second derivatives"):
+        ds.autograd.grad(y, [K], create_graph=True)
+    g, = ds.autograd.grad((sp.cg(lambda v: K @ v, b) ** 2).sum(), [K])      # first order still works
+    K2 = ds.tensor(D, dtype=ds.float64, requires_grad=True)
+    g2, = ds.autograd.grad((ds.linalg.solve(K2, b.detach()) ** 2).sum(), [K2])
+    np.testing.assert_allclose(N(g), N(g2), atol=1e-8)
+
+
 def test_matrix_free_cg_errors():
     b = ds.ones(4, dtype=ds.float64)
     with pytest.raises(RuntimeError, match="not symmetric positive definite"):

@@ -84,7 +84,10 @@ _FACETS = {"tri": [(0, 1), (1, 2), (2, 0)], "quad": [(0, 1), (1, 2), (2, 3), (3,
 # ------------------------------------------------------------------ meshes
 
 class Mesh:
-    """A finite-element mesh.
+    """A finite-element mesh (``physics.fem.Mesh``: nodes and volume elements; not to be confused
+    with ``diffsim.render.Mesh``, a triangle surface ``verts [V, 3]`` / ``faces [F, 3]`` for
+    rendering -- the boundary of a ``box_mesh`` can be rendered by building one from ``nodes``
+    and the outer faces).
 
     ``nodes``: rest positions, a floating Tensor ``[n_nodes, d]`` (may require grad: the rest
     shape is a differentiable parameter); ``elements``: integer array ``[n_elem, k]`` of node

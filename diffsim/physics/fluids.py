@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import sparse
+from ..autodiff.backend import to_numpy
 from ..autodiff import fft as _fft
 from ..autodiff import ops as _ops
 from ..autodiff.backend import get_xp
@@ -138,7 +139,7 @@ class StableFluids:
         self.projection, self.iterations, self.omega = projection, int(iterations), float(omega)
         self.tol, self.maxiter, self.advection = tol, maxiter, advection
         if obstacle is not None:
-            obstacle = np.asarray(obstacle._data if isinstance(obstacle, Tensor) else obstacle).astype(bool)
+            obstacle = to_numpy(obstacle._data if isinstance(obstacle, Tensor) else obstacle).astype(bool)
             if obstacle.shape != grid.shape:
                 raise ValueError(f"StableFluids: obstacle mask of shape {list(obstacle.shape)} does not match the "
                                  f"grid shape {list(grid.shape)}")

@@ -280,6 +280,9 @@ def laplacian_matrix(grid, bc="neumann", conductivity=None, dtype=None, device=N
                 rows.append(c)
                 cols.append(c)
                 vals.append(-2 * face.reshape(-1))
+    if not rows:    # a single cell with periodic / Neumann boundaries: the zero operator
+        rows, cols = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
+        vals = [conductivity.reshape(-1) * 0.0]
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     values = _ops.cat(vals)
     if _pin:        # singular (periodic / Neumann) operator: replace row and column 0 by the identity
@@ -800,7 +803,8 @@ def poisson(f, grid, bc="periodic", value=0.0, method=None, tol=None, maxiter=No
     ``method``: ``"fft"`` (exact; FFT when every axis is periodic, orthonormal DCT-II / DST-II
     per axis when every axis is Neumann or Dirichlet), ``"direct"`` (sparse LU via
     ``diffsim.sparse.solve``), ``"cg"`` (matrix-free ``diffsim.sparse.cg``) or ``"jacobi"``
-    (``iterations`` Jacobi sweeps, differentiated through the sweeps). Default: fft for
+    (``iterations`` Jacobi sweeps, damped with omega = 2/3 when the problem is singular,
+    differentiated through the sweeps). Default: fft for
     periodic, direct otherwise. With periodic or Neumann boundaries on every axis the
     solution is defined up to a constant: the mean of ``f`` is removed and ``u`` has zero
     mean. Gradients w.r.t. ``f`` (and ``value``) come from adjoint solves."""
@@ -841,7 +845,10 @@ def poisson(f, grid, bc="periodic", value=0.0, method=None, tol=None, maxiter=No
             return y + x.mean() if singular else y
         u = sparse.cg(matvec, -rhs.reshape(-1), tol=tol, maxiter=maxiter).reshape(grid.shape)
         return u
-    diag = as_tensor(_jacobi_diagonal(grid, bcs), dtype=f.dtype, device=f.device)
+    # plain Jacobi oscillates on the checkerboard mode of a singular (all periodic / Neumann)
+    # grid, where the iteration matrix has eigenvalue -1: damp it there (omega = 2/3)
+    omega = 2.0 / 3.0 if singular else 1.0
+    diag = as_tensor(_jacobi_diagonal(grid, bcs) / omega, dtype=f.dtype, device=f.device)
     u = zeros_like(f)
     for _ in range(iterations):
         u = u + (laplacian(u, grid, bc, 0.0) - rhs) / diag

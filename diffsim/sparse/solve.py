@@ -269,13 +269,19 @@ class _CGAdjoint(Function):
     """Passes the solution through; its backward sends ``A^-1 g`` to the residual input."""
 
     @staticmethod
-    def forward(ctx, residual, x, solve_adjoint):
-        ctx.solve_adjoint = solve_adjoint
+    def forward(ctx, residual, x, solve_adjoint, through_matvec):
+        ctx.solve_adjoint, ctx.through_matvec = solve_adjoint, through_matvec
         return x.clone()
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.solve_adjoint(g), None, None
+        if STATE.grad_enabled and ctx.through_matvec:
+            # the VJP of matvec is taken at the constant solution x, so a recorded backward would
+            # miss how x depends on matvec's Tensors: refuse rather than return a wrong Hessian
+            raise RuntimeError("sparse.cg: second derivatives (create_graph=True) through Tensors that "
+                               "matvec uses are not supported (only w.r.t. b); assemble the matrix and "
+                               "use sparse.solve(A, b, method='direct'), whose backward is differentiable")
+        return ctx.solve_adjoint(g), None, None, None
 
 
 def cg(matvec, b, x0=None, tol=None, maxiter=None, M=None):
@@ -291,10 +297,12 @@ def cg(matvec, b, x0=None, tol=None, maxiter=None, M=None):
     (symmetric positive definite; not differentiated).
 
     Gradients w.r.t. ``b`` and every Tensor ``matvec`` uses come from one adjoint CG solve
-    ``A lambda = g`` (``A^T = A`` is assumed, not checked) and a VJP of ``matvec`` at the
-    solution with ``lambda`` -- never from the iterations. Under ``create_graph`` the adjoint
-    solve is itself a ``cg``, so second derivatives work. Raises RuntimeError if CG does not
-    converge or meets ``p^T A p <= 0``.
+    ``A lambda = g`` (``A^T = A`` is assumed, not checked: for a non-symmetric operator the
+    forward may converge but the gradient is wrong; use ``sparse.solve`` with ``"gmres"``) and a
+    VJP of ``matvec`` at the solution with ``lambda`` -- never from the iterations. Second
+    derivatives (``create_graph=True``) are exact w.r.t. ``b`` (the adjoint solve is itself a
+    ``cg``); through Tensors that ``matvec`` uses they raise RuntimeError. Raises RuntimeError
+    if CG does not converge or meets ``p^T A p <= 0``.
     """
     opname = "sparse.cg"
     if not callable(matvec):
@@ -326,10 +334,11 @@ def cg(matvec, b, x0=None, tol=None, maxiter=None, M=None):
     if not STATE.grad_enabled:
         return x
     with enable_grad():
-        residual = b - matvec(x)          # zero in value; its graph reaches b and matvec's Tensors
+        Ax = matvec(x)
+        residual = b - Ax                 # zero in value; its graph reaches b and matvec's Tensors
     if not residual.requires_grad:
         return x
 
     def solve_adjoint(g):
         return cg(matvec, g, None, tol, maxiter, M)
-    return _CGAdjoint.apply(residual, x, solve_adjoint)
+    return _CGAdjoint.apply(residual, x, solve_adjoint, bool(Ax.requires_grad))
