@@ -16,7 +16,7 @@ def T(a, device="cpu", rg=False):
     return ds.tensor(np.asarray(a, dtype=np.float64), device=device, requires_grad=rg)
 
 
-def _both(build, rtol=1e-8):
+def check_cpu_and_gpu_agree(build, rtol=1e-8):
     """Run ``build(device)`` -> (loss, params) on the CPU and the GPU; compare."""
     out = []
     for dev in ("cpu", DEVICE):
@@ -43,7 +43,7 @@ def test_sparse_solve_on_gpu(method):
         A = sparse.coo_tensor(T(np.stack([rows, cols]), dev).to(ds.int64), v, (n, n))
         x = sparse.solve(A, b, method=method, tol=1e-12)
         return (x ** 2).sum() + (A @ x).sum(), [v, b]
-    _both(build, rtol=1e-7)
+    check_cpu_and_gpu_agree(build, rtol=1e-7)
 
 
 def test_fem_compliance_gradient_on_gpu():
@@ -54,7 +54,7 @@ def test_fem_compliance_gradient_on_gpu():
         f = model.surface_load("right", [0.0, -1.0])
         u = model.solve(f)
         return model.compliance(u, f), [E]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_mpm_rollout_on_gpu():
@@ -67,4 +67,4 @@ def test_mpm_rollout_on_gpu():
         mpm = physics.MPM(T(x0, dev), n_grid=16, E=E, nu=0.2, density=1.0)
         s = physics.simulate(mpm, mpm.initial_state(v=v0), 10, 2e-3, integrator=physics.MPMIntegrator())
         return (s.x[:, 1] ** 2).sum(), [E, v0]
-    _both(build)
+    check_cpu_and_gpu_agree(build)

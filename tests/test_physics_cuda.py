@@ -20,7 +20,7 @@ def close(a, b, rtol=1e-10, atol=1e-12):
                                rtol=rtol, atol=atol)
 
 
-def _both(build):
+def check_cpu_and_gpu_agree(build):
     """Run ``build(device)`` -> (loss, [tensors]) on CPU and GPU; compare loss and gradients."""
     out = []
     for dev in ("cpu", DEVICE):
@@ -45,7 +45,7 @@ def test_potential_system_on_gpu(checkpoint):
         s = simulate(sys_, State(x=T([1.0, 0.5, -0.5], dev), v=v0), 40, 0.05,
                      integrator="velocity_verlet", checkpoint=checkpoint)
         return (s.x ** 2).sum(), [k, v0]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 @pytest.mark.parametrize("integrator", ["semi_implicit_euler", "rk4"])
@@ -61,7 +61,7 @@ def test_mass_spring_cloth_on_gpu(integrator):
         v0 = ds.zeros(x0.shape, dtype=ds.float64, device=dev, requires_grad=True)
         s = simulate(ms, ms.initial_state(v=v0), 50, 1e-3, integrator=integrator)
         return ((s.x - T(x0, dev)) ** 2).mean(), [k, v0]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_particles_gravity_and_lennard_jones_on_gpu():
@@ -80,7 +80,7 @@ def test_particles_gravity_and_lennard_jones_on_gpu():
         s2 = simulate(lj, State(x=T(xl, dev), v=T(np.zeros(xl.shape), dev)), 10, 1e-3,
                       integrator="velocity_verlet")
         return (s.x ** 2).sum() + (s2.x ** 2).sum(), [m, eps]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_rigid_spheres_with_ground_contact_on_gpu():
@@ -93,7 +93,7 @@ def test_rigid_spheres_with_ground_contact_on_gpu():
                                   w=T([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dev))
         s = simulate(bodies, s0, 40, 1e-3, integrator="semi_implicit_euler")
         return (s.x ** 2).sum() + (s.q[:, 1:] ** 2).sum(), [v0]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 # ---------------------------------------------------------------- the gravity op's CUDA kernels
@@ -257,5 +257,5 @@ def test_gravity_kernel_used_in_nbody_rollout(kernel_calls):
         v0 = T(np.zeros((300, 3)), dev, True)
         s = simulate(p, State(x=T(x0, dev), v=v0), 5, 1e-3)
         return (s.x ** 2).sum(), [m, v0]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
     assert kernel_calls["fwd"] >= 5 and kernel_calls["vjp"] >= 5

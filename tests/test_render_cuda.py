@@ -21,7 +21,7 @@ def close(a, b, rtol=1e-9, atol=1e-11):
                                rtol=rtol, atol=atol)
 
 
-def _both(build):
+def check_cpu_and_gpu_agree(build):
     """``build(device)`` -> (output Tensor, [leaf tensors]) on the CPU and on DEVICE; the outputs,
     a weighted scalar loss of them and its gradients must agree (and live on DEVICE)."""
     res = []
@@ -59,7 +59,7 @@ def test_soft_silhouette(tile):
     def build(dev):
         v = T(VERTS, dev, True)
         return R.soft_rasterize(v, FACES, (10, 13), sigma=2e-3, tile=tile), [v]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 @pytest.mark.parametrize("per_vertex", [True, False])
@@ -71,7 +71,7 @@ def test_soft_rgba_batched(per_vertex):
         kw = dict(colors=c) if per_vertex else dict(face_colors=c)
         out = R.soft_rasterize(v, FACES, 11, sigma=3e-3, gamma=0.05, background=(0.1, 0.2, 0.3), **kw)
         return out, [v, c]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_rasterize_and_interpolate():
@@ -84,7 +84,7 @@ def test_rasterize_and_interpolate():
         out = ds.cat([R.interpolate(a, ds.tensor(np.asarray(FACES), device=dev), frags),
                       fidx[..., None], frags.depth[..., None], frags.bary], -1)
         return out, [a]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 @pytest.mark.parametrize("mode", ["soft", "hard"])
@@ -101,7 +101,7 @@ def test_shade_mesh(mode, ortho):
         out = R.shade_mesh(mesh, _cam(dev, 10, batch=True, ortho=ortho), lights, mat, mode=mode, sigma=1e-3,
                            gamma=0.05)
         return out, [v, col]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_sample_texture():
@@ -110,7 +110,7 @@ def test_sample_texture():
         tex = T(rng.normal(size=(5, 6, 3)), dev, True)
         uv = T(rng.uniform(-0.1, 1.1, size=(4, 7, 2)), dev, True)
         return ds.cat([R.sample_texture(tex, uv), R.sample_texture(tex, uv, wrap="repeat")], -1), [tex, uv]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_render_volume_grid():
@@ -123,7 +123,7 @@ def test_render_volume_grid():
         cam = R.PerspectiveCamera(Rm, Tv, image_size=6, fov=40.0)
         r = R.render_volume(dens, col, camera=cam, near=1.5, far=4.5, n_samples=16, background=0.5)
         return ds.cat([r.rgb, r.opacity[..., None], r.depth[..., None]], -1), [dens, col, eye]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 def test_render_volume_callable_field():
@@ -138,7 +138,7 @@ def test_render_volume_callable_field():
         d = T(np.tile([0.0, 0.0, 1.0], (5, 1)) + rng.normal(size=(5, 3)) * 0.1, dev)
         r = R.render_volume(field, rays=(o, d), near=0.5, far=3.5, n_samples=12)
         return ds.cat([r.rgb, r.opacity[..., None]], -1), [w]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
 
 
 @pytest.mark.parametrize("ortho", [False, True])
@@ -155,4 +155,4 @@ def test_camera_projection_and_rays(ortho):
         out = ds.cat([pix.reshape(2, -1), z.reshape(2, -1), cam.to_ndc(pts).reshape(2, -1),
                       o.reshape(2, -1), d.reshape(2, -1)], -1)
         return out, [eye, fx, pts]
-    _both(build)
+    check_cpu_and_gpu_agree(build)
