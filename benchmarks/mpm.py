@@ -17,6 +17,7 @@ diffsim and torch must agree (loss and gradients to 1e-8 relative).
 
     python benchmarks/mpm.py
     python benchmarks/mpm.py --steps 5 --repeats 3
+    python benchmarks/mpm.py --steady-malloc     # glibc mmap threshold fixed (all variants)
 """
 from __future__ import annotations
 
@@ -265,7 +266,13 @@ def main(argv=None):
     p.add_argument("--n-grid", type=int, default=N_GRID)
     p.add_argument("--steps", type=int, default=10, help="MPM steps per timed rollout")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steady-malloc", action="store_true",
+                   help="fix glibc's mmap threshold first (large_arrays.steady_malloc; applies to every variant)")
     a = p.parse_args(argv)
+    if a.steady_malloc:
+        from large_arrays import steady_malloc
+        if not steady_malloc():
+            print("# --steady-malloc: mallopt not available (not glibc); ignored")
     r = measure(a.particles, a.n_grid, a.steps, a.repeats)
     rows = rows_from(r)
     print(f"# MPM 2-D, {r['n_particles']} particles, {a.n_grid}^2 grid, {a.steps} steps, float64, forward + backward")

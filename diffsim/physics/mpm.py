@@ -67,7 +67,7 @@ from .integrators import Integrator
 from .state import State
 from .system import System, as_param, check_positive
 
-__all__ = ["MPM", "MPMIntegrator", "p2g", "g2p"]
+__all__ = ["MPM", "MPMIntegrator", "p2g", "g2p", "neo_hookean_tau"]
 
 ELASTIC, FLUID = 0, 1
 
@@ -81,11 +81,12 @@ def _check_inside(xd, inv_dx, n_grid, opname):
         return
     s = xd * inv_dx - 0.5
     hi = np.asarray(n_grid, dtype=np.float64) - 2.0
-    lo_ok = bool((s.min(axis=0) >= 0).all())
-    hi_ok = bool((np.asarray(s.max(axis=0).tolist()) < hi).all())
+    xp = get_xp(xd)
+    # whole-array reductions (a NaN fails the min); per-axis min/max of [P, D] is much slower
+    lo_ok = bool(s.min() >= 0)
+    hi_ok = lo_ok and not bool((s >= xp.asarray(hi, dtype=s.dtype)).any())
     if lo_ok and hi_ok:
         return
-    xp = get_xp(xd)
     bad = ((s < 0) | (s >= xp.asarray(hi)) | ~xp.isfinite(s)).any(1)
     p = int(np.flatnonzero(np.asarray(bad.tolist()))[0])
     dx = 1.0 / inv_dx
@@ -103,13 +104,16 @@ def _stencil_index(xd, inv_dx, n_grid, opname):
     D = xd.shape[1]
     base = xp.floor(xd * inv_dx - 0.5)
     if base.size:
-        lim = np.asarray(n_grid) - 3
-        if not (bool((base.min(axis=0) >= 0).all()) and bool((np.asarray(base.max(axis=0).tolist()) <= lim).all())):
+        lim = xp.asarray(np.asarray(n_grid, dtype=np.float64) - 3, dtype=base.dtype)
+        if not (bool(base.min() >= 0) and not bool((base > lim).any())):
             _check_inside(xd, inv_dx, n_grid, opname)
     strides = _strides(n_grid)
     offs = _offsets(D)
     bi = base.astype(np.int64)
-    flat = (bi @ xp.asarray(strides))[:, None] + xp.asarray(offs @ strides)[None, :]
+    cell = bi[:, 0] * int(strides[0])
+    for d in range(1, D):
+        cell = cell + bi[:, d] * int(strides[d])
+    flat = cell[:, None] + xp.asarray(offs @ strides)[None, :]
     return base, flat
 
 
@@ -212,9 +216,189 @@ def _wsum(ns, q, t):
     return _ssum(ns, ns.unsqueeze(q, -1) * t)
 
 
+# ====================================================================== fast CPU path
+
+# On numpy arrays (the forward, and a plain backward) the transfers use a "moment" form that
+# never builds ``dpos [P, S, D]``: with ``dpos_ps = dx (o_s - f_p)`` (``o_s`` the integer stencil
+# offset, ``f_p`` the particle's position in its base cell),
+#   ``sum_s w_ps t_ps dpos_ps^T = dx (T_p O - (sum_s w_ps t_ps) f_p^T)``,  ``T_p O`` one matrix
+# product of the ``[P*D, S]`` block with ``[1 | O] [S, 1+D]``; and ``A_p dpos_ps`` is the matrix
+# product ``A O^T`` plus a per-particle term. Data are laid out ``[P, D(+1), S]`` and the
+# scatter is one ``np.bincount`` over ``(component, node)`` ids; the gathers are one ``take``.
+# The stencil (ids, weights, weight gradients) is shared by P2G and G2P within a step through a
+# one-entry cache keyed on the identity of the raw position array (``_FastStencil``); the
+# public ``p2g`` / ``g2p`` and ``MPM.step`` clear it first, and a backward is only run on saved
+# arrays that the engine's version check guards against in-place changes.
+
+class _FastStencil:
+    __slots__ = ("x", "key", "fx", "W", "w", "ids", "idsD", "gw", "O", "Q")
+
+
+_FAST = [None]
+
+
+def _fast_ok(*arrays):
+    return all(type(a) is np.ndarray for a in arrays)
+
+
+def _clear_fast():
+    _FAST[0] = None
+
+
+def _fast_stencil(x, inv_dx, n_grid, grad, opname):
+    """The stencil of raw numpy positions ``x [P, D]`` (cached for the same array object)."""
+    key = (inv_dx, n_grid)
+    st = _FAST[0]
+    if st is not None and st.x is x and st.key == key:
+        if grad and st.gw is None:
+            st.gw = _fast_gw(st)
+        return st
+    P, D = x.shape
+    base, flat = _stencil_index(x, inv_dx, n_grid, opname)
+    st = _FastStencil()
+    st.x, st.key = x, key
+    fx = x * inv_dx - base                                               # in [0.5, 1.5)
+    st.fx = fx
+    W = np.empty((P, D, 3), x.dtype)
+    W[:, :, 0] = 0.5 * (1.5 - fx) ** 2
+    W[:, :, 1] = 0.75 - (fx - 1.0) ** 2
+    W[:, :, 2] = 0.5 * (fx - 0.5) ** 2
+    st.W = W
+    st.w = _fast_outer([W[:, d] for d in range(D)], P)
+    G = int(np.prod(n_grid))
+    ids = flat[:, None, :] + (np.arange(D + 1, dtype=flat.dtype) * G)[None, :, None]   # [P, D+1, S]
+    st.ids = ids.astype(np.intp, copy=False)
+    st.idsD = np.ascontiguousarray(st.ids[:, :D])
+    offs = _offsets(D).astype(x.dtype)
+    st.O = np.ascontiguousarray(offs.T)                                  # [D, S]
+    st.Q = np.concatenate([np.ones((offs.shape[0], 1), x.dtype), offs], 1)   # [S, 1+D]
+    st.gw = None
+    st.gw = _fast_gw(st) if grad else None
+    _FAST[0] = st
+    return st
+
+
+def _fast_outer(facs, P):
+    w = facs[0]
+    for f in facs[1:]:
+        w = np.einsum("pi,pj->pij", w, f).reshape(P, -1)
+    return w
+
+
+def _fast_gw(st):
+    """``dw/dx_p`` as ``[P, D, S]``."""
+    fx, W = st.fx, st.W
+    P, D = fx.shape
+    inv_dx = st.key[0]
+    dW = np.empty_like(W)
+    dW[:, :, 0] = (fx - 1.5) * inv_dx
+    dW[:, :, 1] = (1.0 - fx) * (2.0 * inv_dx)
+    dW[:, :, 2] = (fx - 0.5) * inv_dx
+    gw = np.empty((P, D, W.shape[2] ** D), fx.dtype)
+    for d in range(D):
+        gw[:, d] = _fast_outer([dW[:, e] if e == d else W[:, e] for e in range(D)], P)
+    return gw
+
+
+def _fast_moments(t, st):
+    """``sum_s t_pds [1, o_s]`` for ``t [P, D, S]`` -> ``[P, D, 1+D]``."""
+    P, D, S = t.shape
+    return (t.reshape(P * D, S) @ st.Q).reshape(P, D, D + 1)
+
+
+def _fast_mom(mv, A, st, h):
+    """``mv_p + A_p dpos_ps`` as ``[P, D, S]``."""
+    P, D = mv.shape
+    c = mv - h * np.einsum("pab,pb->pa", A, st.fx)
+    mom = (A.reshape(P * D, D) @ (st.O * h)).reshape(P, D, -1)
+    mom += c[:, :, None]
+    return mom
+
+
+def _fast_scatter(data, ids, n):
+    out = np.bincount(ids.reshape(-1), data.reshape(-1), minlength=n)
+    if out.shape[0] != n:
+        raise IndexError(f"mpm scatter: index {out.shape[0] - 1} is out of bounds for {n} entries")
+    return out.astype(data.dtype, copy=False)
+
+
+def _fast_p2g_fwd(x, m, mv, A, inv_dx, n_grid, n_nodes):
+    P, D = x.shape
+    st = _fast_stencil(x, inv_dx, n_grid, False, "mpm_p2g")
+    h = 1.0 / inv_dx
+    data = np.empty((P, D + 1, st.w.shape[1]), np.result_type(x, m, mv, A))
+    data[:, :D] = _fast_mom(mv, A, st, h)
+    data[:, :D] *= st.w[:, None, :]
+    np.multiply(st.w, m[:, None], out=data[:, D])
+    out = _fast_scatter(data, st.ids, (D + 1) * n_nodes).reshape(D + 1, n_nodes)
+    return np.ascontiguousarray(out[:D].T), out[D].copy()
+
+
+def _fast_p2g_bwd(node, g, x, m, mv, A):
+    inv_dx = node.attrs["inv_dx"]
+    h = 1.0 / inv_dx
+    g_mv, g_m = g
+    P, D = x.shape
+    need = node.needs_input_grad
+    st = _fast_stencil(x, inv_dx, node.attrs["n_grid"], need[0], "mpm_p2g backward")
+    gcat = np.concatenate([np.asarray(g_mv).T, np.asarray(g_m)[None]], 0).reshape(-1)
+    gg = np.take(gcat, st.ids)                                            # [P, D+1, S]
+    gmv, gm = gg[:, :D], gg[:, D]
+    w = st.w
+    gx = g_mass = g_mom = gA = None
+    if need[1]:
+        g_mass = np.einsum("ps,ps->p", w, gm)
+    if need[0] or need[2] or need[3]:
+        r = _fast_moments(gmv * w[:, None, :], st)                        # [P, D, 1+D]
+        g_mom = r[:, :, 0]
+        if need[3]:
+            gA = h * (r[:, :, 1:] - g_mom[:, :, None] * st.fx[:, None, :])
+    if need[0]:
+        mom = _fast_mom(mv, A, st, h)
+        q = np.einsum("pds,pds->ps", gmv, mom) + gm * m[:, None]           # dL/dw  [P, S]
+        gx = np.einsum("pds,ps->pd", st.gw, q) - np.einsum("pab,pa->pb", A, g_mom)
+    return gx, g_mass, (np.ascontiguousarray(g_mom) if need[2] else None), gA
+
+
+def _fast_g2p_fwd(x, gv, inv_dx, n_grid):
+    P, D = x.shape
+    st = _fast_stencil(x, inv_dx, n_grid, False, "mpm_g2p")
+    k = 4.0 * inv_dx * inv_dx
+    vs = np.take(np.ascontiguousarray(gv.T).reshape(-1), st.idsD)          # [P, D, S]
+    vs *= st.w[:, None, :]
+    r = _fast_moments(vs, st)
+    v = np.ascontiguousarray(r[:, :, 0])
+    C = (k / inv_dx) * (r[:, :, 1:] - v[:, :, None] * st.fx[:, None, :])
+    return v, C
+
+
+def _fast_g2p_bwd(node, g, x, gv):
+    inv_dx = node.attrs["inv_dx"]
+    kh = 4.0 * inv_dx
+    g_v, g_C = g
+    P, D = x.shape
+    G = gv.shape[0]
+    need = node.needs_input_grad
+    st = _fast_stencil(x, inv_dx, node.attrs["n_grid"], need[0], "mpm_g2p backward")
+    # dL/d v_i per stencil entry: u = g_v + k g_C dpos  [P, D, S]
+    u = (g_C.reshape(P * D, D) @ (st.O * kh)).reshape(P, D, -1)
+    u += (g_v - kh * np.einsum("pab,pb->pa", g_C, st.fx))[:, :, None]
+    gx = ggv = None
+    if need[1]:
+        ggv = np.ascontiguousarray(_fast_scatter(u * st.w[:, None, :], st.idsD, D * G).reshape(D, G).T)
+    if need[0]:
+        vs = np.take(np.ascontiguousarray(gv.T).reshape(-1), st.idsD)      # [P, D, S]
+        q = np.einsum("pds,pds->ps", vs, u)
+        vp = np.einsum("pds,ps->pd", vs, st.w)
+        gx = np.einsum("pds,ps->pd", st.gw, q) - (kh * inv_dx) * np.einsum("pab,pa->pb", g_C, vp)
+    return gx, ggv
+
+
 # ====================================================================== P2G
 
 def _p2g_fwd(x, m, mv, A, *, inv_dx, n_grid, n_nodes):
+    if _fast_ok(x, m, mv, A):
+        return _fast_p2g_fwd(x, m, mv, A, inv_dx, n_grid, n_nodes)
     xp = get_xp(x)
     P, D = x.shape
     base, flat = _stencil_index(x, inv_dx, n_grid, "mpm_p2g")
@@ -230,6 +414,8 @@ _p2g_op = defop("mpm_p2g", _p2g_fwd, save=(0, 1, 2, 3), n_out=2)
 
 @_p2g_op.defvjp
 def _p2g_bwd(ns, node, g, x, m, mv, A):
+    if ns is RAW_NS and _fast_ok(x, m, mv, A, *g):
+        return _fast_p2g_bwd(node, g, x, m, mv, A)
     at = node.attrs
     inv_dx = at["inv_dx"]
     g_mv, g_m = g
@@ -276,12 +462,15 @@ def p2g(x, mass, momentum, affine, n_grid, dx):
     _check_shapes("p2g", x, mass=(mass, (x.shape[0],)), momentum=(momentum, tuple(x.shape)),
                   affine=(affine, (x.shape[0], x.shape[1], x.shape[1])))
     _check_inside(_raw(x), 1.0 / float(dx), ng, "p2g")
+    _clear_fast()
     return _p2g_op(x, mass, momentum, affine, inv_dx=1.0 / float(dx), n_grid=ng, n_nodes=int(np.prod(ng)))
 
 
 # ====================================================================== G2P
 
 def _g2p_fwd(x, gv, *, inv_dx, n_grid):
+    if _fast_ok(x, gv):
+        return _fast_g2p_fwd(x, gv, inv_dx, n_grid)
     xp = get_xp(x)
     P, D = x.shape
     base, flat = _stencil_index(x, inv_dx, n_grid, "mpm_g2p")
@@ -298,6 +487,8 @@ _g2p_op = defop("mpm_g2p", _g2p_fwd, save=(0, 1), n_out=2)
 
 @_g2p_op.defvjp
 def _g2p_bwd(ns, node, g, x, gv):
+    if ns is RAW_NS and _fast_ok(x, gv, *g):
+        return _fast_g2p_bwd(node, g, x, gv)
     at = node.attrs
     inv_dx = at["inv_dx"]
     k = 4.0 * inv_dx * inv_dx
@@ -339,6 +530,7 @@ def g2p(x, grid_velocity, n_grid, dx):
     ng = _grid_tuple(n_grid, D, "g2p")
     _check_shapes("g2p", x, grid_velocity=(grid_velocity, (int(np.prod(ng)), x.shape[1])))
     _check_inside(_raw(x), 1.0 / float(dx), ng, "g2p")
+    _clear_fast()
     return _g2p_op(x, grid_velocity, inv_dx=1.0 / float(dx), n_grid=ng)
 
 
@@ -373,6 +565,92 @@ def _det(F):
     a, b, c = F[:, 0], F[:, 1], F[:, 2]
     return (a[:, 0] * (b[:, 1] * c[:, 2] - b[:, 2] * c[:, 1]) - a[:, 1] * (b[:, 0] * c[:, 2] - b[:, 2] * c[:, 0])
             + a[:, 2] * (b[:, 0] * c[:, 1] - b[:, 1] * c[:, 0]))
+
+
+# ====================================================================== Neo-Hookean stress
+
+def _components(F):
+    D = F.shape[-1]
+    return [[F[:, i, j] for j in range(D)] for i in range(D)]
+
+
+def _cofactor(f):
+    """Cofactors ``dJ/dF_ij`` (lists of ``[P]`` arrays / Tensors) of a 2x2 or 3x3 matrix given
+    by components ``f[i][j]``; ``J = sum_j f[0][j] cof[0][j]``."""
+    if len(f) == 2:
+        return [[f[1][1], -f[1][0]], [-f[0][1], f[0][0]]]
+    return [[f[(i + 1) % 3][(j + 1) % 3] * f[(i + 2) % 3][(j + 2) % 3]
+             - f[(i + 1) % 3][(j + 2) % 3] * f[(i + 2) % 3][(j + 1) % 3] for j in range(3)] for i in range(3)]
+
+
+def _nh_fwd(F, mu, la):
+    xp = get_xp(F)
+    P, D = F.shape[0], F.shape[-1]
+    f = _components(F)
+    cof = _cofactor(f)
+    J = f[0][0] * cof[0][0]
+    for j in range(1, D):
+        J = J + f[0][j] * cof[0][j]
+    lt = la * xp.log(J)
+    out = xp.empty((P, D, D), np.result_type(F, mu, la))
+    for i in range(D):
+        for j in range(i, D):
+            s = f[i][0] * f[j][0]
+            for k in range(1, D):
+                s = s + f[i][k] * f[j][k]
+            if i == j:
+                out[:, i, i] = mu * (s - 1.0) + lt
+            else:
+                out[:, i, j] = out[:, j, i] = mu * s
+    return out
+
+
+_nh_op = defop("mpm_neo_hookean_tau", _nh_fwd, save=(0, 1, 2), broadcast=True)
+
+
+@_nh_op.defvjp
+def _nh_bwd(ns, node, g, F, mu, la):
+    D = F.shape[-1]
+    need = node.needs_input_grad
+    f = _components(F)
+    G = _components(g)
+    cof = _cofactor(f)
+    J = f[0][0] * cof[0][0]
+    for j in range(1, D):
+        J = J + f[0][j] * cof[0][j]
+    tr = G[0][0]
+    for i in range(1, D):
+        tr = tr + G[i][i]
+    gF = gmu = gla = None
+    if need[0]:
+        c = la * tr / J                                              # la tr(G) d(log J)/dF = c cof
+        rows = []
+        for i in range(D):
+            for j in range(D):
+                s = (G[i][0] + G[0][i]) * f[0][j]
+                for k in range(1, D):
+                    s = s + (G[i][k] + G[k][i]) * f[k][j]
+                rows.append(mu * s + c * cof[i][j])
+        gF = ns.reshape(ns.stack(rows, 1), tuple(F.shape))
+    if need[1]:
+        gmu = None
+        for i in range(D):
+            for j in range(D):
+                s = f[i][0] * f[j][0]
+                for k in range(1, D):
+                    s = s + f[i][k] * f[j][k]
+                t = G[i][j] * (s - 1.0 if i == j else s)
+                gmu = t if gmu is None else gmu + t
+    if need[2]:
+        gla = tr * ns.log(J)
+    return gF, gmu, gla
+
+
+def neo_hookean_tau(F, mu, lam):
+    """Kirchhoff stress ``tau = mu (F F^T - I) + lam log(det F) I`` of ``F [P, D, D]`` (D = 2, 3)
+    with ``mu``, ``lam`` numbers-shaped or ``[P]``: one op (closed-form determinant and
+    cofactors) with a hand-written backward (differentiable again)."""
+    return _nh_op(F, mu, lam)
 
 
 # ====================================================================== the simulator
@@ -607,22 +885,23 @@ class MPM(System):
                                  "refine less, or raise cfl at your own risk")
         inv_dx = 1.0 / self.dx
         _check_inside(_raw(x), inv_dx, self.n_grid, op)
-        eyeD = eye(D, dtype=x.dtype, device=x.device)
+        _clear_fast()
         Fn = F + (C @ F) * dt
-        J = _det(Fn)
         if self._has_fluid:
+            eyeD = eye(D, dtype=x.dtype, device=x.device)
+            J = _det(Fn)
             Jd = J.detach()
             if check and bool((Jd <= 0).any()):
                 self._inverted(Jd, op)
             iso = (J.abs() ** (1.0 / D))[:, None, None] * eyeD
             Fn = where(as_tensor(self._fluid[:, None, None], device=x.device), iso, Fn)
-        if check and bool((J.detach() <= 0).any()):
-            self._inverted(J.detach(), op)
+        if check:
+            Jd = _det(Fn.detach()._data)
+            if bool((Jd <= 0).any()):
+                self._inverted(as_tensor(Jd), op)
         mu, la = lame
         mu = mu * self._solid
-        mu3 = mu[:, None, None] if mu.ndim else mu
-        logJ = J.log()
-        tau = mu3 * (Fn @ Fn.mT - eyeD) + (la * logJ)[:, None, None] * eyeD
+        tau = _nh_op(Fn, mu, la)                        # mu (Fn Fn^T - I) + la log(J) I, one op
         if actuation is not None:
             tau = tau + self._actuation_stress(actuation, Fn, op)
         vol = self.particle_volume
