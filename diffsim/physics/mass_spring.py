@@ -36,7 +36,7 @@ from ..autodiff.backend import get_xp
 from ..autodiff.function import defop
 from ..autodiff.rawops import RAW_NS
 from .state import State
-from .system import System, as_param, check_positive
+from .system import System, as_param, as_positions, check_positive
 
 __all__ = ["MassSpring", "spring_forces"]
 
@@ -213,12 +213,7 @@ class MassSpring(System):
                  gravity="default", drag=0.0, pinned=None, colliders=(), actuators=None, actuation=0.1,
                  force=None, dtype=None):
         op = "MassSpring"
-        if dtype is None and not isinstance(positions, Tensor):
-            arr = np.asarray(positions)
-            dtype = arr.dtype if isinstance(positions, np.ndarray) and arr.dtype.kind == "f" else None
-        x = as_param(positions, "positions", op, dtype=dtype)
-        if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] < 1:
-            raise ValueError(f"{op}: positions must be [P, 2] or [P, 3] with P >= 1, got shape {list(x.shape)}")
+        x = as_positions(positions, op, dtype)
         P, D = x.shape
         dt_ = x.dtype
         self.positions = x

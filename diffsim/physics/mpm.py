@@ -65,7 +65,7 @@ from ..autodiff.function import defop
 from ..autodiff.rawops import RAW_NS
 from .integrators import Integrator
 from .state import State
-from .system import System, as_param, check_positive
+from .system import System, as_param, as_positions, check_positive
 
 __all__ = ["MPM", "MPMIntegrator", "p2g", "g2p", "neo_hookean_tau"]
 
@@ -699,12 +699,7 @@ class MPM(System):
                  material="elastic", gravity="default", boundary="sticky", friction=0.5, bound=3,
                  actuators=None, actuation_direction=None, actuation_strength=1.0, cfl=1.0, dtype=None):
         op = "MPM"
-        if dtype is None and not isinstance(positions, Tensor):
-            arr = np.asarray(positions)
-            dtype = arr.dtype if isinstance(positions, np.ndarray) and arr.dtype.kind == "f" else None
-        x = as_param(positions, "positions", op, dtype=dtype)
-        if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] < 1:
-            raise ValueError(f"{op}: positions must be [P, 2] or [P, 3] with P >= 1, got shape {list(x.shape)}")
+        x = as_positions(positions, op, dtype)
         P, D = x.shape
         dt_ = x.dtype
         self.positions = x

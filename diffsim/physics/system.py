@@ -208,6 +208,15 @@ def as_param(value, name, owner, dtype=None, device=None, shape=None):
     return t
 
 
+def as_positions(positions, owner, dtype=None):
+    """Particle positions as a floating-point Tensor ``[P, 2]`` or ``[P, 3]`` (P >= 1); float
+    arrays keep their precision. Raises ValueError naming ``owner`` otherwise."""
+    x = as_param(positions, "positions", owner, dtype=dtype)
+    if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] < 1:
+        raise ValueError(f"{owner}: positions must be [P, 2] or [P, 3] with P >= 1, got shape {list(x.shape)}")
+    return x
+
+
 def check_positive(t, name, owner, allow_zero=False):
     """Raise ValueError if a parameter has an entry <= 0 (< 0 with ``allow_zero``) or NaN."""
     d = t.detach()
