@@ -10,7 +10,7 @@ import diffsim as ds
 from diffsim import physics
 from diffsim.physics import PotentialSystem, State, simulate
 from diffsim.autodiff.checkpoint import binomial_capacity as _beta, binomial_split as _binomial_split
-from diffsim.testing import assert_close, gradcheck
+from diffsim.testing import gradcheck
 
 INTEGRATORS = ["explicit_euler", "semi_implicit_euler", "velocity_verlet", "rk4"]
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import diffsim as ds
 from diffsim import physics
-from diffsim.physics import GroundPlane, MassSpring, SemiImplicitEuler, Sphere, State, simulate, spring_forces
+from diffsim.physics import GroundPlane, MassSpring, Sphere, State, simulate, spring_forces
 from diffsim.testing import gradcheck, gradgradcheck
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
