@@ -22,11 +22,10 @@ Euler and Crank-Nicolson through ``sparse.solve``), ``wave_step`` (leapfrog), ``
 (upwind, semi-Lagrangian, MacCormack), ``advection_diffusion_step``, and ``poisson``
 (FFT, sparse direct, matrix-free CG or Jacobi). ``sample`` interpolates a field at arbitrary
 points (multilinear, one custom op with a hand-written backward w.r.t. both the field and
-the points); semi-Lagrangian advection is built on it.
+the points: the autodiff layer's ``ds.sample_grid``); semi-Lagrangian advection is built on it.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 
@@ -37,7 +36,7 @@ from ..autodiff import fft as _fft
 from ..autodiff.backend import get_xp
 from ..autodiff.creation import as_tensor, zeros_like
 from ..autodiff.function import apply, defop
-from ..autodiff.rawops import RAW_NS
+from ..autodiff.ops.sampling import _corners, sample_grid
 from ..autodiff.tensor import Tensor
 from ..autodiff import ops as _ops
 
@@ -294,186 +293,11 @@ def laplacian_matrix(grid, bc="neumann", conductivity=None, dtype=None, device=N
 
 
 # ============================================================================ sampling
-
-_CHANNELS = {}
-
-
-def _channel_offsets(xp, M, C):
-    """``[0, 1, ..., C-1]`` repeated to length M (memoized: broadcasting over a tiny last dim is slow)."""
-    key = (xp.__name__, M, C)
-    arr = _CHANNELS.get(key)
-    if arr is None:
-        if len(_CHANNELS) > 64:
-            _CHANNELS.clear()
-        arr = _CHANNELS[key] = xp.tile(xp.arange(C, dtype=np.int64), M // C)
-    return arr
+# one op in the autodiff layer (``ds.sample_grid``); these are thin wrappers over it
 
 
-def _corners(xp, pos, shape, wrap, C=1):
-    """Multilinear corners of index-space points ``pos [M, d]`` (M = P * C, channel fastest):
-    per corner the flat index into the channels-last field ``[*shape, C]``, plus the
-    fractional parts ``t`` per axis and the per-axis gradient masks (None: no clamping)."""
-    d = len(shape)
-    strides = [math.prod(shape[a + 1:]) * C for a in range(d)]
-    cols = xp.ascontiguousarray(pos.T) if d > 1 else pos.reshape(1, -1)
-    base, delta, t, mask = None, [], [], []
-    for a in range(d):
-        p, n = cols[a], shape[a]
-        if wrap[a]:
-            f = xp.floor(p)
-            ta = p - f
-            ia = f.astype(np.int64) % n
-            da = xp.where(ia == n - 1, (1 - n) * strides[a], strides[a])
-            ma = None
-        elif n == 1:
-            ia = xp.zeros(p.shape, np.int64)
-            ta = xp.zeros_like(p)
-            da = 0
-            ma = xp.zeros(p.shape, bool)
-        else:
-            pc = xp.clip(p, 0, n - 1)
-            f = xp.floor(pc)
-            xp.minimum(f, n - 2, out=f)
-            ta = pc - f
-            ia = f.astype(np.int64)
-            da = strides[a]
-            ma = None if bool(xp.all(pc == p)) else (pc == p)
-        if strides[a] != 1:
-            ia *= strides[a]
-        base = ia if base is None else xp.add(base, ia, out=base)
-        delta.append(da)
-        t.append(ta)
-        mask.append(ma)
-    if C > 1:
-        base += _channel_offsets(xp, base.shape[0], C)
-    bits_all = list(itertools.product((0, 1), repeat=d))
-    flat = []
-    for bits in bits_all:
-        f = base
-        for a in range(d):
-            if bits[a]:
-                f = f + delta[a]
-        flat.append(f)
-    return flat, t, mask, bits_all
-
-
-def _weight(t, bits, skip=None):
-    w = None
-    for a, b in enumerate(bits):
-        if a == skip:
-            continue
-        v = t[a] if b else 1 - t[a]
-        w = v if w is None else w * v
-    return w
-
-
-class _SampleCache:
-    """Corner indices and weights computed by the forward, reused by the backward (held by the
-    graph node)."""
-    __slots__ = ("idx", "t", "mask", "bits", "w")
-
-    def __init__(self):
-        self.idx = None
-
-
-def _sample_setup(xp, f, pos, wrap, cache):
-    if cache is not None and cache.idx is not None:
-        return cache.idx, cache.t, cache.mask, cache.bits, cache.w
-    S, C = f.shape[:-1], f.shape[-1]
-    p = pos.reshape(-1, len(S))
-    idx, t, mask, bits_all = _corners(xp, p, S, wrap, C)
-    w = [_weight(t, bits) for bits in bits_all]
-    if cache is not None:
-        cache.idx, cache.t, cache.mask, cache.bits, cache.w = idx, t, mask, bits_all, w
-    return idx, t, mask, bits_all, w
-
-
-def _sample_fwd(f, pos, wrap, cache=None):
-    """f [*S, C], pos [*P, C, d] (index space of the C channels) -> [*P, C]."""
-    xp = get_xp(f)
-    idx, t, _, bits_all, w = _sample_setup(xp, f, pos, wrap, cache)
-    table = f.reshape(-1)
-    out = None
-    for k in range(len(bits_all)):
-        v = xp.take(table, idx[k])
-        v *= w[k]
-        out = v if out is None else xp.add(out, v, out=out)
-    return out.reshape(pos.shape[:-1])
-
-
-def _sample_bwd_raw(g, f, pos, wrap, need, cache=None):
-    xp = get_xp(f)
-    d = f.ndim - 1
-    gl = g.reshape(-1)
-    idx, t, mask, bits_all, w = _sample_setup(xp, f, pos, wrap, cache)
-    gf = gp = None
-    if need[0]:
-        M = gl.shape[0]
-        data = xp.empty(len(w) * M, np.float64)          # bincount accumulates in float64 anyway
-        for k, wk in enumerate(w):
-            xp.multiply(gl, wk, out=data[k * M:(k + 1) * M])
-        gf = xp.bincount(xp.concatenate(idx), weights=data, minlength=f.size).astype(f.dtype, copy=False)
-        gf = gf.reshape(f.shape)
-    if need[1]:
-        table = f.reshape(-1)
-        cols = [xp.zeros_like(gl) for _ in range(d)]
-        for k, bits in enumerate(bits_all):
-            gv = xp.take(table, idx[k])
-            gv *= gl
-            for a in range(d):
-                wa = gv if d == 1 else gv * _weight(t, bits, skip=a)
-                if bits[a]:
-                    cols[a] += wa
-                else:
-                    cols[a] -= wa
-        for a in range(d):
-            if mask[a] is not None:
-                cols[a] *= mask[a]
-        gp = xp.stack(cols, -1).reshape(pos.shape)
-    return gf, gp
-
-
-def _sample_composite(f, pos, wrap, cache=None):
-    """The same interpolation written with diffsim ops (used under ``create_graph``)."""
-    xp = get_xp(f._data)
-    S, C = f.shape[:-1], f.shape[-1]
-    d = len(S)
-    p = pos.reshape(-1, d)
-    flat, _, _, bits_all = _corners(xp, p._data, S, wrap, C)
-    t = []
-    for a in range(d):
-        pa, n = p[:, a], S[a]
-        if wrap[a]:
-            t.append(pa - xp.floor(pa._data))
-        elif n == 1:
-            t.append(pa * 0)
-        else:
-            pc = pa.clamp(0, n - 1)
-            t.append(pc - xp.minimum(xp.floor(pc._data), n - 2))
-    table = f.reshape(-1)
-    out = None
-    for k, bits in enumerate(bits_all):
-        v = table[flat[k]] * _weight(t, bits)
-        out = v if out is None else out + v
-    return out.reshape(tuple(pos.shape[:-1]))
-
-
-_sample_op = defop("grid_sample_points", _sample_fwd, save=(0, 1))
-
-
-@_sample_op.defvjp
-def _(ns, node, g, f, pos):
-    need = node.needs_input_grad
-    wrap = node.attrs["wrap"]
-    if ns is RAW_NS:
-        return _sample_bwd_raw(g, f, pos, wrap, need, node.attrs.get("cache"))
-    from ..autodiff.engine import grad as _grad
-    from ..autodiff.grad_mode import enable_grad
-    with enable_grad():
-        y = _sample_composite(f, pos, wrap)
-        wrt = [t for t, n in zip((f, pos), need) if n]
-        gs = list(_grad(y, wrt, g, create_graph=True, allow_unused=True, materialize_grads=True))
-    return tuple(gs.pop(0) if n else None for n in need)
+def _modes(wrap):
+    return tuple("wrap" if w else "clamp" for w in wrap)
 
 
 def sample_index(field, positions, wrap):
@@ -483,7 +307,7 @@ def sample_index(field, positions, wrap):
     in units of cells with cell ``j`` at ``j``) -> ``[*P, C]``. ``wrap``: per axis, True to wrap
     periodically, False to clamp to the edge cells. Differentiable w.r.t. the field and the
     positions (hand-written backward; double backward through a composite formulation)."""
-    return apply(_sample_op, (field, positions), {"wrap": tuple(bool(w) for w in wrap), "cache": _SampleCache()})
+    return sample_grid(field, positions, _modes(wrap), channelwise=True)
 
 
 def sample(field, points, grid, bc="neumann"):
@@ -498,15 +322,10 @@ def sample(field, points, grid, bc="neumann"):
     d = grid.ndim
     if points.shape[-1] != d:
         raise ValueError(f"grid.sample: points must be [*P, {d}] for a {d}-D grid, got {list(points.shape)}")
-    scalar = field.ndim == d
-    f = field.unsqueeze(-1) if scalar else field
-    C = f.shape[-1]
     org = as_tensor(np.asarray(grid.origin), dtype=points.dtype, device=points.device)
     hh = as_tensor(np.asarray(grid.spacing), dtype=points.dtype, device=points.device)
     idx = (points - org) / hh - 0.5
-    pos = idx.unsqueeze(-2).expand(*idx.shape[:-1], C, d)
-    out = sample_index(f, pos, [b == "periodic" for b in bcs])
-    return out.squeeze(-1) if scalar else out
+    return sample_grid(field, idx, _modes([b == "periodic" for b in bcs]))
 
 
 # ============================================================================ heat
@@ -712,7 +531,7 @@ def _neighbour_range(q, pos, wrap, scalar):
     f = q[..., None] if scalar else q
     S, C = f.shape[:-1], f.shape[-1]
     p = pos.reshape(-1, len(S))
-    flat, _, _, _ = _corners(xp, p, S, wrap, C)
+    flat = _corners(xp, p, S, _modes(wrap), C)[0]
     table = f.reshape(-1)
     vals = xp.stack([table[fl] for fl in flat])
     shape = pos.shape[:-2] if scalar else pos.shape[:-1]

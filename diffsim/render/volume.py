@@ -22,7 +22,7 @@ Conventions:
 
 Everything is differentiable w.r.t. the grids (or a field's parameters) and the ray origins and
 directions (so w.r.t. a camera's pose and intrinsics); the trilinear lookup is one custom op with
-a hand-written backward.
+a hand-written backward (``ds.sample_grid``, shared with ``physics.grid.sample``).
 """
 from __future__ import annotations
 
@@ -32,91 +32,14 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 import diffsim as ds
-from diffsim.autodiff.backend import get_xp
-from diffsim.autodiff.function import apply, call_op, defop
-from diffsim.autodiff.ops.indexing import _segment_sum_array
-from diffsim.autodiff.rawops import RAW_NS
 
 from .camera import _Camera
 
 __all__ = ["render_volume", "trilinear_interpolate", "VolumeRender"]
 
 
-# ---------------------------------------------------------------- trilinear op (raw arrays)
-
-def _corners(xp, s, sizes):
-    """s [N, 3] normalized box coordinates (x, y, z), in [0, 1] inside the box; sizes (W, H, D).
-    Returns the flat node indices [N, 2, 2, 2] (axes z, y, x: lower / upper node), the per-axis
-    weights ((1 - t, t) as [N, 2] for x, y, z) and the inside mask [N]."""
-    inside = ((s >= 0) & (s <= 1)).all(1)
-    lo_hi, w = [], []
-    for i, n in enumerate(sizes):
-        c = s[:, i] * (n - 1)
-        lo = xp.clip(xp.floor(c), 0, max(n - 2, 0)).astype(np.int64)
-        hi = xp.minimum(lo + 1, n - 1)
-        t = xp.clip(c - lo, 0.0, 1.0) if n > 1 else xp.zeros_like(c)
-        lo_hi.append(xp.stack([lo, hi], 1))
-        w.append(xp.stack([1 - t, t], 1))
-    W, H, _ = sizes
-    (ix, iy, iz) = lo_hi
-    idx = (iz[:, :, None, None] * H + iy[:, None, :, None]) * W + ix[:, None, None, :]
-    return idx, w, inside
-
-
-def _tri_fwd(grid, s):
-    xp = get_xp(grid)
-    D, H, W, C = grid.shape
-    idx, (wx, wy, wz), inside = _corners(xp, s, (W, H, D))
-    wgt = wz[:, :, None, None] * wy[:, None, :, None] * (wx * inside[:, None])[:, None, None, :]
-    vals = xp.take(grid.reshape(-1, C), idx.reshape(-1), axis=0).reshape(-1, 8, C)
-    return xp.einsum("nk,nkc->nc", wgt.reshape(-1, 8), vals)
-
-
-def _tri_bwd_raw(g, grid, s, need):
-    xp = get_xp(grid)
-    D, H, W, C = grid.shape
-    idx, (wx, wy, wz), inside = _corners(xp, s, (W, H, D))
-    g = g * inside[:, None]
-    ggrid = gs = None
-    if need[0]:
-        wgt = (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
-        data = (wgt[:, :, None] * g[:, None, :]).reshape(-1, C)
-        ggrid = _segment_sum_array(data, idx.reshape(-1), D * H * W).reshape(D, H, W, C)
-    if need[1]:
-        vals = xp.take(grid.reshape(-1, C), idx.reshape(-1), axis=0).reshape(-1, 2, 2, 2, C)
-        dot = xp.einsum("nzyxc,nc->nzyx", vals, g)
-        sgn = xp.asarray([-1.0, 1.0], dtype=s.dtype)
-        gx = xp.einsum("nzyx,nz,ny,x->n", dot, wz, wy, sgn)
-        gy = xp.einsum("nzyx,nz,y,nx->n", dot, wz, sgn, wx)
-        gz = xp.einsum("nzyx,z,ny,nx->n", dot, sgn, wy, wx)
-        gs = xp.stack([gx, gy, gz], 1) * xp.asarray([max(n - 1, 0) for n in (W, H, D)], dtype=s.dtype)
-    return ggrid, gs
-
-
-_tri_op = defop("trilinear_interpolate", _tri_fwd, save=(0, 1))
-
-
-def _tri_bwd_fwd(g, grid, s):
-    return _tri_bwd_raw(g, grid, s, (True, True))
-
-
-_tri_bwd_op = defop("trilinear_interpolate_backward", _tri_bwd_fwd, n_out=2)
-
-
-@_tri_bwd_op.defvjp
-def _(ns, node, grads, *saved):
-    raise NotImplementedError("trilinear_interpolate: second derivatives (gradient of the gradient) are not "
-                              "implemented; use first-order gradients only")
-
-
-@_tri_op.defvjp
-def _(ns, node, g, grid, s):
-    need = node.needs_input_grad
-    if ns is RAW_NS:
-        gg, gs = _tri_bwd_raw(g, grid, s, need)
-    else:
-        gg, gs = call_op(ns, _tri_bwd_op, g, grid, s)
-    return (gg if need[0] else None, gs if need[1] else None)
+# ---------------------------------------------------------------- trilinear lookup
+# a thin wrapper over the autodiff layer's ``ds.sample_grid`` (index units, boundary "zero")
 
 
 def _bounds(bounds, op):
@@ -139,7 +62,7 @@ def trilinear_interpolate(grid, points, bounds=None):
     ``bounds``: (lo, hi), the box the grid spans (default the cube [-1, 1]^3); conventions in
     the module docstring (nodes on the box corners, x along W, y along H, z along D). Points
     outside the box give 0 (and no gradient). Differentiable w.r.t. ``grid`` and ``points``
-    (first order; one custom op with a hand-written backward)."""
+    (and twice; one custom op with a hand-written backward, ``ds.sample_grid``)."""
     op = "trilinear_interpolate"
     b = _bounds(bounds, op)
     if not isinstance(grid, ds.Tensor) or grid.ndim not in (3, 4) or 0 in grid.shape:
@@ -152,11 +75,16 @@ def trilinear_interpolate(grid, points, bounds=None):
         raise ValueError(f"{op}: grid ({grid.dtype}) and points ({points.dtype}) must share one floating dtype")
     scalar = grid.ndim == 3
     g4 = grid[..., None] if scalar else grid
+    D, H, W = g4.shape[:3]
     lo = ds.tensor(b[0], dtype=points.dtype, device=points.device)
     inv = ds.tensor(1.0 / (b[1] - b[0]), dtype=points.dtype, device=points.device)
-    lead = points.shape[:-1]
-    s = ((points - lo) * inv).reshape(-1, 3)
-    out = apply(_tri_op, (g4, s)).reshape(*lead, g4.shape[-1])
+    s = (points - lo) * inv                                  # box coordinates (x, y, z), in [0, 1] inside
+    scale = ds.tensor([W - 1.0, H - 1.0, D - 1.0], dtype=points.dtype, device=points.device)
+    out = ds.sample_grid(g4, (s * scale).flip(-1), boundary="zero")   # index coords (z, y, x)
+    if 1 in (D, H, W):      # an axis of size 1 has index coordinate 0 everywhere: cut at the box here
+        sd = s._data
+        inside = ((sd >= 0) & (sd <= 1)).all(-1)
+        out = out * ds.as_tensor(inside[..., None].astype(sd.dtype), device=points.device)
     return out[..., 0] if scalar else out
 
 

@@ -1,9 +1,9 @@
 """All ops, by family. Importing this package registers every op and Tensor method and
 exports the public op functions (``ds.sin``, ``ds.cat`` ...)."""
-from . import elementwise, indexing, linalg, reduction, shape
+from . import elementwise, indexing, linalg, reduction, sampling, shape
 from . import _tensor_ns
 
-_FAMILIES = (elementwise, reduction, shape, indexing, linalg)
+_FAMILIES = (elementwise, reduction, shape, indexing, linalg, sampling)
 
 
 def _export():
