@@ -21,7 +21,7 @@ def close(a, b, rtol=1e-9, atol=1e-11):
                                rtol=rtol, atol=atol)
 
 
-def check_cpu_and_gpu_agree(build):
+def check_cpu_and_gpu_agree(build, atol=1e-11, grad_atol=1e-10):
     """``build(device)`` -> (output Tensor, [leaf tensors]) on the CPU and on DEVICE; the outputs,
     a weighted scalar loss of them and its gradients must agree (and live on DEVICE)."""
     res = []
@@ -34,12 +34,12 @@ def check_cpu_and_gpu_agree(build):
         grads = ds.autograd.grad(loss, params, allow_unused=True)
         res.append((out, grads))
     (oc, gcs), (og, ggs) = res
-    close(og, oc)
+    close(og, oc, atol=atol)
     for gc, gg in zip(gcs, ggs):
         assert (gc is None) == (gg is None)
         if gc is not None:
             assert gg.device.type == DEVICE
-            close(gg, gc, rtol=1e-8, atol=1e-10)
+            close(gg, gc, rtol=1e-8, atol=grad_atol)
 
 
 VERTS = [[-0.5, -0.5, 2.0], [0.6, -0.4, 2.5], [0.0, 0.7, 3.0], [0.2, 0.2, 1.5], [-0.7, 0.3, 2.2]]
@@ -101,7 +101,10 @@ def test_shade_mesh(mode, ortho):
         out = R.shade_mesh(mesh, _cam(dev, 10, batch=True, ortho=ortho), lights, mat, mode=mode, sigma=1e-3,
                            gamma=0.05)
         return out, [v, col]
-    check_cpu_and_gpu_agree(build)
+    # soft mode drops a face from a pixel's colour softmax where D < 1e-8 (and culls it from a
+    # tile beyond the same level): a face at that threshold can fall on either side on the two
+    # devices, moving a pixel by about 1e-8 times its depth weight (up to 5e-7 was seen on an H100)
+    check_cpu_and_gpu_agree(build, atol=2e-6, grad_atol=2e-5) if mode == "soft" else check_cpu_and_gpu_agree(build)
 
 
 def test_sample_texture():
