@@ -35,6 +35,7 @@ from ..autodiff import Tensor, as_tensor, get_default_dtype, segment_sum, zeros_
 from ..autodiff.backend import get_xp
 from ..autodiff.function import defop
 from ..autodiff.rawops import RAW_NS
+from ._scatter import pair_scatter
 from .state import State
 from .system import System, as_param, as_positions, check_positive
 
@@ -52,25 +53,6 @@ def _rowdot(ns, p, q):
             out += p[:, j] * q[:, j]
         return out
     return ns.sum(p * q, -1)
-
-
-_FLAT_IDS = {}
-
-
-def _pair_scatter(ns, f, ab, P):
-    """``F[a] += f``, ``F[b] -= f``: ``[S, D] -> [P, D]``. On CPU arrays one ``bincount`` over
-    flattened (particle, component) ids, cached per index array; else ``segment_sum``."""
-    if ns is RAW_NS and type(f) is np.ndarray and f.dtype.kind == "f":
-        D = f.shape[1]
-        key = (id(ab), D)
-        hit = _FLAT_IDS.get(key)
-        if hit is None or hit[0] is not ab:
-            if len(_FLAT_IDS) > 64:
-                _FLAT_IDS.clear()
-            hit = _FLAT_IDS[key] = (ab, (ab[:, None] * D + np.arange(D)).ravel())
-        w = np.concatenate([f, -f]).ravel()
-        return np.bincount(hit[1], w, minlength=P * D).reshape(P, D).astype(f.dtype, copy=False)
-    return ns.segment_sum(ns.cat([f, -f]), ab, P)
 
 
 def _spring_geometry(ns, x, a, b, ab, S):
@@ -93,7 +75,7 @@ def _spring_fwd(x, v, k, c, L, a, b, ab, n_particles, damped):
     # s = k keeps the Jacobian right for a zero-rest-length spring (f = k d)
     s = xp.where(pos, fs / ls, k)
     f = s[:, None] * d                                          # force on a [S, D]
-    return _pair_scatter(RAW_NS, f, ab, n_particles)
+    return pair_scatter(RAW_NS, f, ab, n_particles)
 
 
 _spring_op = defop("spring_forces", _spring_fwd, save=(0, 1, 2, 3, 4))
@@ -130,13 +112,13 @@ def _spring_bwd(ns, node, g, x, v, k, c, L):
         gl = gl - gw * w / ls
         if need[1]:
             gdv = d * ns.unsqueeze(gw / ls, -1)
-            gv = _pair_scatter(ns, -gdv, ab, P)
+            gv = pair_scatter(ns, -gdv, ab, P)
         if need[3]:
             gc = _reduce(ns, gfs * w, c)
     gx = None
     if need[0]:
         gd = gd + d * ns.unsqueeze(gl / ls, -1)
-        gx = _pair_scatter(ns, -gd, ab, P)
+        gx = pair_scatter(ns, -gd, ab, P)
     gk = _reduce(ns, gfs * stretch, k) if need[2] else None
     gL = _reduce(ns, -(gfs * k), L) if need[4] else None
     return gx, gv, gk, gc, gL

@@ -27,8 +27,8 @@ How the forces are computed:
   ``r`` are diffsim ops; ``c = phi'(r) / r`` comes from autodiff of ``phi`` (``create_graph``
   when grad mode is on, so forces stay differentiable) or, for ``LennardJones``, from the
   closed form; one fused op ``pair_force`` scatters ``+c d`` onto ``i`` and ``-c d`` onto
-  ``j`` (a ``bincount`` per column) with a backward written against ``ns`` (so gradients of
-  gradients work too).
+  ``j`` (``_scatter.pair_scatter``, shared with the spring op: one ``bincount``) with a
+  backward written against ``ns`` (so gradients of gradients work too).
 * Cutoff: by default a potential with a cutoff is *shifted-force*:
   ``phi_sf(r) = phi(r) - phi(rc) - (r - rc) phi'(rc)`` for ``r < rc`` and 0 beyond, so both the
   energy and the force go continuously to zero at ``rc`` (energy is conserved by symplectic
@@ -51,6 +51,7 @@ from ..autodiff.function import call_op, defop
 from ..autodiff.grad_mode import STATE
 from ..autodiff.rawops import RAW_NS
 from . import _cuda_gravity
+from ._scatter import pair_scatter
 from .neighbors import all_pairs, neighbor_pairs
 from .system import Movable, System, as_param, check_positive
 
@@ -216,8 +217,7 @@ def gravity_acceleration(x, mass, G=1.0, softening=0.0, chunk=None):
 # ====================================================================== the pair-force scatter
 
 def _pair_force_fwd(d, c, i, j, n):
-    w = d * c[:, None]
-    return RAW_NS.segment_sum(w, i, n) - RAW_NS.segment_sum(w, j, n)
+    return pair_scatter(RAW_NS, d * c[:, None], get_xp(i).concatenate([i, j]), n, cache=False)
 
 
 _pair_force = defop("pair_force", _pair_force_fwd, save=(0, 1, 2, 3))

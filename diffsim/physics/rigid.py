@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff import Tensor, as_tensor, cat, einsum, segment_sum, stack, where, zeros
+from .contact import penalty_force
 from .quaternion import cross3, quat_mul, quat_normalize, quat_rotate, quat_to_matrix
 from .state import State
 from .system import Movable, System, as_param, check_positive
@@ -82,11 +83,6 @@ def box2d_inertia(mass, half_extents):
 
 # ---------------------------------------------------------------- small helpers
 
-def _softplus(z):
-    """``log(1 + e^z)``, stable for any ``z``."""
-    return z.relu() + (-z.abs()).exp().log1p()
-
-
 def _dot(a, b):
     """``sum(a * b)`` over the last dim, kept: ``[..., D] -> [..., 1]``."""
     return (a * b).sum(dim=-1, keepdim=True)
@@ -109,11 +105,6 @@ def _torque(r, f, dim):
 
 def _index(ids, like):
     return as_tensor(np.asarray(ids, dtype=np.int64), device=like.device)
-
-
-def _friction(u_t, scale, mu, eps):
-    """Smoothed Coulomb friction ``-mu * scale * u_t / sqrt(|u_t|^2 + eps^2)``."""
-    return -mu * scale * u_t / ((u_t * u_t).sum(dim=-1, keepdim=True) + eps * eps).sqrt()
 
 
 # ---------------------------------------------------------------- contacts
@@ -166,11 +157,8 @@ class PenaltyGround(Movable):
         arm = r - rad.unsqueeze(-1) * n                   # centre -> touching point
         u = state.v.unsqueeze(1) + _point_velocity(state.w.unsqueeze(1), arm, dim)
         s = self.smoothing
-        d = rad.unsqueeze(-1) + self.height - _dot(p, n)  # [B, K, 1]
-        pen = s * _softplus(d / s)
-        un = _dot(u, n)
-        fn = self.stiffness * pen - self.damping * un * (d / s).sigmoid()
-        f = fn * n + _friction(u - un * n, self.stiffness * pen, self.friction, self.eps)
+        phi = _dot(p, n).squeeze(-1) - rad - self.height    # signed distance [B, K]
+        f = penalty_force(phi, n, u, self.stiffness, self.damping, self.friction, s, self.eps)
         return f.sum(dim=1), _torque(arm, f, dim).sum(dim=1)
 
     def __repr__(self):
@@ -212,17 +200,15 @@ class PenaltySphereContact(Movable):
         dist = ((dx * dx).sum(dim=-1, keepdim=True) + 1e-24).sqrt()
         n = dx / dist                                      # from j to i
         s = self.smoothing
-        d = ri + rj - dist
-        pen = s * _softplus(d / s)
+        d = ri + rj - dist                                 # overlap [P, 1]
         # both forces act at one point, the middle of the overlap, so that the pair exerts no
         # net torque (angular momentum is conserved)
         arm_i = -(ri - 0.5 * d) * n
         arm_j = arm_i + dx
         u = (state.v[ii] + _point_velocity(state.w[ii], arm_i, dim)
              - state.v[jj] - _point_velocity(state.w[jj], arm_j, dim))
-        un = _dot(u, n)
-        fn = self.stiffness * pen - self.damping * un * (d / s).sigmoid()
-        f = fn * n + _friction(u - un * n, self.stiffness * pen, self.friction, self.eps)   # on i
+        f = penalty_force(-d.squeeze(-1), n, u, self.stiffness, self.damping, self.friction, s,
+                          self.eps)                        # on i
         ids = _index(np.concatenate([i, j]), state.x)
         force = segment_sum(cat([f, -f], dim=0), ids, nb)
         torque = segment_sum(cat([_torque(arm_i, f, dim), _torque(arm_j, -f, dim)], dim=0), ids, nb)
